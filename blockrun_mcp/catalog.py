@@ -1,0 +1,114 @@
+"""The live model catalog, cached for a few minutes, with lookup, suggestions and defaults.
+
+When the gateway cannot be reached, the last copy is served and marked stale, so an agent
+can still choose a model.
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from blockrun_mcp.gateway_models import CatalogEntry
+
+CACHE_SECONDS = 300
+# Cheap, capable chat models, in order of preference, for ask_model without a model.
+DEFAULT_CHAT_MODELS = ("openai/gpt-5-mini", "google/gemini-2.5-flash", "deepseek/deepseek-chat")
+DEFAULT_IMAGE_MODELS = ("openai/gpt-image-1", "google/nano-banana")
+DEFAULT_VIDEO_MODELS = ("xai/grok-imagine-video",)
+
+
+class UnknownModel(ValueError):
+    def __init__(self, model: str, suggestions: list[str], kind: str) -> None:
+        hint = f" Closest: {', '.join(suggestions)}." if suggestions else ""
+        super().__init__(
+            f"Unknown {kind} model {model!r}.{hint} Call list_models to see every model and price."
+        )
+        self.suggestions = suggestions
+
+
+@dataclass
+class CatalogSnapshot:
+    entries: list[CatalogEntry]
+    fetched_at: float
+    stale: bool = False
+    note: str | None = None
+
+
+def kind_of(entry: CatalogEntry) -> str:
+    categories = set(entry.categories)
+    if "video" in categories or entry.price_per_second is not None:
+        return "video"
+    if "image" in categories and not ({"chat", "reasoning", "coding"} & categories):
+        return "image"
+    if entry.flat_price is not None and not entry.input_price and not entry.output_price:
+        return "image"
+    return "chat"
+
+
+class Catalog:
+    def __init__(self, fetch: Callable[[], Awaitable[list[CatalogEntry]]]) -> None:
+        self._fetch = fetch
+        self._snapshot: CatalogSnapshot | None = None
+
+    async def snapshot(self, *, refresh: bool = False) -> CatalogSnapshot:
+        """The catalog, from cache when fresh; the stale copy with a note when the gateway fails."""
+        now = time.time()
+        cached = self._snapshot
+        if cached and not refresh and not cached.stale and now - cached.fetched_at < CACHE_SECONDS:
+            return cached
+        try:
+            entries = await self._fetch()
+        except Exception as exc:  # any failure: fall back to what we had
+            if cached is None:
+                raise
+            age = int(now - cached.fetched_at)
+            detail = getattr(exc, "message", None) or type(exc).__name__
+            self._snapshot = CatalogSnapshot(
+                cached.entries,
+                cached.fetched_at,
+                stale=True,
+                note=f"The gateway could not be reached ({detail}); this list is {age} s old.",
+            )
+            return self._snapshot
+        self._snapshot = CatalogSnapshot(entries, now)
+        return self._snapshot
+
+    async def lookup(self, model: str, kind: str) -> CatalogEntry:
+        entries = (await self.snapshot()).entries
+        for entry in entries:
+            if entry.id == model:
+                if kind_of(entry) != kind:
+                    raise UnknownModel(model, self._closest(model, entries, kind), kind)
+                return entry
+        raise UnknownModel(model, self._closest(model, entries, kind), kind)
+
+    async def default(self, kind: str) -> CatalogEntry:
+        entries = [e for e in (await self.snapshot()).entries if kind_of(e) == kind and e.available]
+        preferred = {
+            "chat": DEFAULT_CHAT_MODELS,
+            "image": DEFAULT_IMAGE_MODELS,
+            "video": DEFAULT_VIDEO_MODELS,
+        }
+        by_id = {e.id: e for e in entries}
+        for model in preferred[kind]:
+            if model in by_id:
+                return by_id[model]
+        paid = [e for e in entries if not e.is_free] or entries
+        if not paid:
+            raise UnknownModel("(default)", [], kind)
+        return min(paid, key=lambda e: (e.input_price + e.output_price, e.flat_price or 0, e.id))
+
+    @staticmethod
+    def _closest(model: str, entries: list[CatalogEntry], kind: str) -> list[str]:
+        ids = [e.id for e in entries if kind_of(e) == kind]
+        names = {i.split("/", 1)[-1]: i for i in ids}
+        close = difflib.get_close_matches(model, ids, n=3, cutoff=0.4)
+        close += [
+            names[n]
+            for n in difflib.get_close_matches(model.split("/")[-1], list(names), n=3, cutoff=0.4)
+        ]
+        close += [i for i in ids if model.lower() in i.lower()]
+        return list(dict.fromkeys(close))[:3]

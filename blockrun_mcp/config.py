@@ -1,0 +1,117 @@
+"""Every environment variable the product reads, with defaults, read once and validated here."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+DEFAULT_API_URL = "https://blockrun.ai/api"
+NETWORK_NAMES = ("base", "base-sepolia")
+
+
+class ConfigError(ValueError):
+    """A setting is unusable; the message names the variable and the fix."""
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    api_url: str = DEFAULT_API_URL
+    wallet_key: SecretStr | None = None
+    wallet_key_source: str | None = None  # which variable held the key
+    network: str = "base"
+    session_budget_usd: float = 1.00
+    max_per_call_usd: float = 0.50
+    daily_budget_usd: float | None = None
+    data_dir: Path = Path("~/.blockrun/mcp").expanduser()
+    output_dir: Path = Path("~/.blockrun/mcp/media").expanduser()
+    http_token: SecretStr | None = None
+    home: Path = Path("~").expanduser()  # where ~/.blockrun key files are looked up
+
+
+def _money(env: Mapping[str, str], name: str, default: float | None) -> float | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw.removeprefix("$"))
+    except ValueError:
+        raise ConfigError(
+            f"{name}={raw!r} is not a number of US dollars; use e.g. {name}=1.00"
+        ) from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name}={raw!r} must be a dollar amount of 0 or more, e.g. {name}=1.00")
+    if value > 1_000_000:
+        raise ConfigError(f"{name}={raw!r} is implausibly large; use a real dollar limit")
+    return value
+
+
+def _api_url(raw: str) -> str:
+    from urllib.parse import urlparse
+
+    url = raw.strip().rstrip("/")
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigError(
+            f"BLOCKRUN_API_URL={raw!r} is not an http(s) URL; use e.g. {DEFAULT_API_URL}"
+        )
+    loopback = parsed.hostname in ("localhost", "127.0.0.1", "::1")
+    if parsed.scheme == "http" and not loopback:
+        raise ConfigError(
+            f"BLOCKRUN_API_URL={raw!r} uses plain http to a remote host; use https "
+            "(plain http is allowed only for a local sandbox on 127.0.0.1)"
+        )
+    return url
+
+
+def load_config(env: Mapping[str, str] | None = None, *, home: Path | None = None) -> Config:
+    """Read and validate the environment. Raises ConfigError naming the variable to fix."""
+    env = os.environ if env is None else env
+    home = (home or Path(env.get("HOME") or Path.home())).expanduser()
+
+    network = env.get("BLOCKRUN_NETWORK", "").strip().lower() or "base"
+    if network not in NETWORK_NAMES:
+        raise ConfigError(
+            f"BLOCKRUN_NETWORK={network!r} is not supported; use 'base' (mainnet) or 'base-sepolia'"
+        )
+
+    key_source = next(
+        (
+            name
+            for name in ("BLOCKRUN_WALLET_KEY", "BASE_CHAIN_WALLET_KEY")
+            if env.get(name, "").strip()
+        ),
+        None,
+    )
+
+    data_raw = env.get("BLOCKRUN_DATA_DIR", "").strip()
+    data_dir = Path(data_raw).expanduser() if data_raw else home / ".blockrun" / "mcp"
+    output_raw = env.get("BLOCKRUN_OUTPUT_DIR", "").strip()
+    output_dir = Path(output_raw).expanduser() if output_raw else data_dir / "media"
+
+    token = env.get("BLOCKRUN_HTTP_TOKEN", "").strip()
+    if token and len(token) < 16:
+        raise ConfigError(
+            "BLOCKRUN_HTTP_TOKEN is shorter than 16 characters; use a long random token"
+        )
+
+    session = _money(env, "BLOCKRUN_SESSION_BUDGET_USD", 1.00)
+    per_call = _money(env, "BLOCKRUN_MAX_PER_CALL_USD", 0.50)
+    assert session is not None and per_call is not None
+    return Config(
+        api_url=_api_url(env.get("BLOCKRUN_API_URL", "") or DEFAULT_API_URL),
+        wallet_key=SecretStr(env[key_source].strip()) if key_source else None,
+        wallet_key_source=key_source,
+        network=network,
+        session_budget_usd=session,
+        max_per_call_usd=per_call,
+        daily_budget_usd=_money(env, "BLOCKRUN_DAILY_BUDGET_USD", None),
+        data_dir=data_dir.resolve(),
+        output_dir=output_dir.resolve(),
+        http_token=SecretStr(token) if token else None,
+        home=home,
+    )

@@ -1,0 +1,446 @@
+"""The BlockRun gateway over one pooled httpx client: typed calls for each endpoint.
+
+Payment is the payer's job; this module only shapes requests and reads answers. It knows
+nothing of budgets or MCP: callers pass an `approve` hook that the payer consults.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlparse
+
+import anyio
+import httpx
+
+from blockrun_mcp.gateway_models import (
+    CatalogEntry,
+    ChatAnswer,
+    ChatRequest,
+    ImageData,
+    ImageRequest,
+    Usage,
+    VideoRequest,
+    VideoStatus,
+)
+from blockrun_mcp.x402.errors import PaymentError
+from blockrun_mcp.x402.payer import ApproveHook, PaidResponse, X402Payer, approve_everything
+from blockrun_mcp.x402.signer import SignedPayment
+
+# A chat answer or catalog is kilobytes; cap what a hostile gateway can make us hold.
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
+VIDEO_POLL_INTERVAL_SECONDS = 3.0
+# Stop polling this long before the signed authorization expires: past it the payment can
+# never settle, so further polls only burn time.
+AUTHORIZATION_MARGIN_SECONDS = 15
+
+
+class GatewayError(Exception):
+    """The gateway answered with an error. `charged` says whether a payment may have settled."""
+
+    def __init__(self, message: str, *, status: int | None = None, charged: bool | None = False):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.charged = charged
+
+
+class GatewayUnreachable(GatewayError):
+    def __init__(self, url: str, detail: str) -> None:
+        super().__init__(
+            f"The BlockRun gateway at {url} could not be reached ({detail}). Check your network "
+            "and BLOCKRUN_API_URL, or try `blockrun-mcp serve --sandbox` to work offline."
+        )
+
+
+def new_http_client() -> httpx.AsyncClient:
+    """The process's pooled client. Generous read timeout: models can think for minutes."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(connect=10.0, read=180.0, write=30.0, pool=30.0),
+        limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        headers={"User-Agent": "blockrun-mcp"},
+        follow_redirects=False,
+    )
+
+
+@dataclass
+class VideoJob:
+    """A submitted video job and the payment that every poll must carry."""
+
+    id: str
+    poll_url: str
+    payment: SignedPayment
+    paid: PaidResponse
+
+    @property
+    def poll_deadline(self) -> float:
+        """Unix time after which polling is pointless (the authorization has expired)."""
+        return self.payment.valid_before - AUTHORIZATION_MARGIN_SECONDS
+
+
+class GatewayClient:
+    def __init__(
+        self,
+        api_url: str,
+        payer: X402Payer | None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.payer = payer
+        self.http = http or new_http_client()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    def url(self, path: str) -> str:
+        return f"{self.api_url}{path}"
+
+    # --- catalog -----------------------------------------------------------------------
+
+    async def list_models(self) -> list[CatalogEntry]:
+        response = await self._send(self.http.build_request("GET", self.url("/v1/models")))
+        data = self._json(response, "the model catalog")
+        items = None
+        if isinstance(data, dict):
+            items = data.get("models", data.get("data"))
+        elif isinstance(data, list):
+            items = data
+        if not isinstance(items, list):
+            raise GatewayError("The gateway's model catalog has neither `models` nor `data`.")
+        entries = []
+        for item in items:
+            if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"]:
+                try:
+                    entries.append(CatalogEntry.from_wire(item))
+                except ValueError:
+                    continue  # one malformed entry must not hide the rest of the catalog
+        return entries
+
+    # --- chat --------------------------------------------------------------------------
+
+    async def chat(
+        self,
+        request: ChatRequest,
+        *,
+        approve: ApproveHook = approve_everything,
+        stream: bool = True,
+    ) -> tuple[ChatAnswer, PaidResponse]:
+        """Ask a model. Streamed by default, so a proxy timeout cannot lose a paid answer."""
+        http_request = self.http.build_request(
+            "POST", self.url("/v1/chat/completions"), json=request.wire(stream=stream)
+        )
+        paid = await self._paid(http_request, approve, stream=stream)
+        response = paid.response
+        try:
+            if response.status_code >= 400:
+                await response.aread()
+            self._raise_for_status(response, paid)
+            if response.headers.get("content-type", "").startswith("text/event-stream"):
+                answer = await assemble_stream(response, request.model, paid)
+            else:
+                await response.aread()
+                answer = chat_answer_from(
+                    self._json(response, "the chat answer", paid), request.model
+                )
+        finally:
+            await response.aclose()
+        return answer, paid
+
+    # --- images ------------------------------------------------------------------------
+
+    async def generate_images(
+        self, request: ImageRequest, *, approve: ApproveHook = approve_everything
+    ) -> tuple[list[ImageData], PaidResponse]:
+        http_request = self.http.build_request(
+            "POST", self.url("/v1/images/generations"), json=request.wire()
+        )
+        paid = await self._paid(http_request, approve)
+        self._raise_for_status(paid.response, paid)
+        data = self._json(paid.response, "the image answer", paid)
+        if paid.response.status_code == 202 and isinstance(data, dict) and paid.payment:
+            job = self._video_job(data, paid)
+            status = await self.wait_for_job(job, deadline=job.poll_deadline)
+            if status.status != "completed":
+                raise GatewayError(
+                    f"The image job {job.id} ended as {status.status}: {status.error or 'no reason'}.",
+                    charged=False,
+                )
+            return [ImageData(url=u) for u in status.urls], paid
+        items = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise GatewayError(
+                "The image answer has no `data` list.", charged=paid.payment is not None
+            )
+        images = [
+            ImageData.model_validate(i)
+            for i in items
+            if isinstance(i, dict) and isinstance(i.get("url"), str)
+        ]
+        if not images:
+            raise GatewayError(
+                "The image answer contained no images.", charged=paid.payment is not None
+            )
+        return images, paid
+
+    # --- video -------------------------------------------------------------------------
+
+    async def submit_video(
+        self, request: VideoRequest, *, approve: ApproveHook = approve_everything
+    ) -> VideoJob:
+        http_request = self.http.build_request(
+            "POST", self.url("/v1/videos/generations"), json=request.wire()
+        )
+        paid = await self._paid(http_request, approve)
+        self._raise_for_status(paid.response, paid)
+        data = self._json(paid.response, "the video job", paid)
+        if paid.payment is None:
+            raise GatewayError(
+                "The gateway accepted a video job without payment; refusing to poll it."
+            )
+        if not isinstance(data, dict):
+            raise GatewayError("The video answer is not a JSON object.", charged=None)
+        return self._video_job(data, paid)
+
+    def _video_job(self, data: dict[str, Any], paid: PaidResponse) -> VideoJob:
+        job_id, poll_url = data.get("id"), data.get("poll_url")
+        if not isinstance(job_id, str) or not job_id:
+            raise GatewayError("The gateway's job answer has no id.", charged=None)
+        if not isinstance(poll_url, str) or not poll_url:
+            poll_url = self.url(f"/v1/videos/generations/{job_id}")
+        poll_url = urljoin(self.api_url + "/", poll_url)
+        if urlparse(poll_url).netloc != urlparse(self.api_url).netloc:
+            # The poll carries our payment header: never send it to another host.
+            raise GatewayError(
+                f"The job's poll URL points away from the gateway: {poll_url}", charged=None
+            )
+        assert paid.payment is not None
+        return VideoJob(id=job_id, poll_url=poll_url, payment=paid.payment, paid=paid)
+
+    async def poll_video(self, job: VideoJob) -> VideoStatus:
+        """One poll, carrying the job's payment header. 504 answers as still in progress."""
+        assert self.payer is not None
+        request = self.http.build_request("GET", job.poll_url)
+        paid = await self.payer.resend(self.http, request, job.payment, job.paid.hold)
+        response = paid.response
+        if response.status_code == 504:
+            return VideoStatus(id=job.id, status="in_progress")
+        if response.status_code >= 400:
+            raise GatewayError(
+                f"Polling video job {job.id} failed with HTTP {response.status_code}: "
+                f"{error_text(response)}",
+                status=response.status_code,
+                charged=None,
+            )
+        data = self._json(response, "the video status", paid)
+        if not isinstance(data, dict):
+            raise GatewayError("The video status is not a JSON object.", charged=None)
+        status = str(
+            data.get("status") or ("completed" if response.status_code == 200 else "in_progress")
+        )
+        urls = [
+            item["url"]
+            for item in data.get("data") or []
+            if isinstance(item, dict) and isinstance(item.get("url"), str)
+        ]
+        if status == "failed":
+            await job.paid.hold.release("the job failed before settling")
+        return VideoStatus(
+            id=job.id, status=status, urls=urls, error=_str_or_none(data.get("error"))
+        )
+
+    async def wait_for_job(
+        self,
+        job: VideoJob,
+        *,
+        deadline: float,
+        on_poll: Callable[[VideoStatus, int], Awaitable[None]] | None = None,
+        interval: float = VIDEO_POLL_INTERVAL_SECONDS,
+    ) -> VideoStatus:
+        """Poll until completed, failed, or `deadline` (unix time) passes; returns the last status."""
+        polls = 0
+        while True:
+            status = await self.poll_video(job)
+            polls += 1
+            if on_poll is not None:
+                await on_poll(status, polls)
+            if status.status in ("completed", "failed"):
+                return status
+            if time.time() + interval >= min(deadline, job.poll_deadline):
+                return status
+            await anyio.sleep(interval)
+
+    # --- media -------------------------------------------------------------------------
+
+    async def stream_bytes(self, url: str) -> AsyncIterator[bytes]:
+        """Stream a media file (no payment involved)."""
+        async with self.http.stream("GET", url) as response:
+            if response.status_code != 200:
+                raise GatewayError(f"Downloading {url} failed with HTTP {response.status_code}.")
+            async for chunk in response.aiter_bytes():
+                yield chunk
+
+    # --- plumbing ----------------------------------------------------------------------
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        try:
+            response = await self.http.send(request)
+        except httpx.TransportError as exc:
+            raise GatewayUnreachable(self.api_url, type(exc).__name__) from None
+        if response.status_code >= 400:
+            raise GatewayError(
+                f"The gateway answered HTTP {response.status_code}: {error_text(response)}",
+                status=response.status_code,
+            )
+        return response
+
+    async def _paid(
+        self, request: httpx.Request, approve: ApproveHook, *, stream: bool = False
+    ) -> PaidResponse:
+        if self.payer is None:
+            raise GatewayError("No wallet is configured, so paid requests are impossible.")
+        try:
+            return await self.payer.send(self.http, request, approve=approve, stream=stream)
+        except PaymentError:
+            raise
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise GatewayUnreachable(self.api_url, type(exc).__name__) from None
+        except httpx.TransportError as exc:
+            raise GatewayError(
+                f"The gateway dropped the request before asking for payment ({type(exc).__name__}); "
+                "nothing was signed. Try again.",
+            ) from None
+
+    def _raise_for_status(self, response: httpx.Response, paid: PaidResponse) -> None:
+        if response.status_code < 400:
+            return
+        charged: bool | None = None if paid.payment else False
+        text = error_text(response)
+        if response.status_code == 524:
+            text = "a proxy cut the connection while the model was still answering (HTTP 524)"
+        raise GatewayError(
+            f"The gateway answered HTTP {response.status_code}"
+            + (f": {text}" if text else "")
+            + (". The payment was signed and is counted as spent." if paid.payment else "."),
+            status=response.status_code,
+            charged=charged,
+        )
+
+    def _json(self, response: httpx.Response, what: str, paid: PaidResponse | None = None) -> Any:
+        if len(response.content) > MAX_ANSWER_BYTES:
+            raise GatewayError(f"{what.capitalize()} is larger than {MAX_ANSWER_BYTES} bytes.")
+        try:
+            return json.loads(response.content)
+        except (ValueError, RecursionError):
+            charged = None if paid and paid.payment else False
+            raise GatewayError(
+                f"The gateway sent {what} in a form that is not JSON (HTTP {response.status_code})"
+                + (": the payment is counted as spent." if charged is None else "."),
+                status=response.status_code,
+                charged=charged,
+            ) from None
+
+
+def error_text(response: httpx.Response) -> str:
+    try:
+        content = response.content[:2000]
+    except httpx.ResponseNotRead:
+        return ""
+    try:
+        data = json.loads(content)
+    except ValueError:
+        return content.decode("utf-8", "replace").strip()[:300]
+    if isinstance(data, dict):
+        for key in ("message", "error", "detail"):
+            value = data.get(key)
+            if isinstance(value, str):
+                return value[:300]
+            if isinstance(value, dict) and isinstance(value.get("message"), str):
+                return value["message"][:300]
+    return str(data)[:300]
+
+
+def _str_or_none(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        value = value.get("message", value)
+    return str(value)[:500]
+
+
+def chat_answer_from(data: Any, requested_model: str) -> ChatAnswer:
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("choices"), list)
+        or not data["choices"]
+    ):
+        raise GatewayError("The chat answer has no choices.", charged=None)
+    choice = data["choices"][0]
+    message = choice.get("message") if isinstance(choice, dict) else None
+    content = message.get("content") if isinstance(message, dict) else None
+    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    return ChatAnswer(
+        model=str(data.get("model") or requested_model),
+        content=content if isinstance(content, str) else "",
+        finish_reason=_str_or_none(choice.get("finish_reason"))
+        if isinstance(choice, dict)
+        else None,
+        usage=Usage.model_validate(usage),
+    )
+
+
+async def assemble_stream(response: httpx.Response, model: str, paid: PaidResponse) -> ChatAnswer:
+    """Assemble OpenAI-style chat.completion.chunk events into one answer."""
+    parts: list[str] = []
+    size = 0
+    finish_reason: str | None = None
+    usage: dict[str, Any] = {}
+    answered_model = model
+    done = False
+    try:
+        async for line in response.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == "[DONE]":
+                done = True
+                break
+            try:
+                event = json.loads(payload)
+            except ValueError:
+                continue
+            if not isinstance(event, dict):
+                continue
+            if "error" in event:
+                raise GatewayError(
+                    f"The model stopped with an error: {_str_or_none(event['error'])}",
+                    charged=None if paid.payment else False,
+                )
+            answered_model = str(event.get("model") or answered_model)
+            if isinstance(event.get("usage"), dict):
+                usage = event["usage"]
+            for choice in event.get("choices") or []:
+                if not isinstance(choice, dict):
+                    continue
+                delta = choice.get("delta") or {}
+                text = delta.get("content") if isinstance(delta, dict) else None
+                if isinstance(text, str):
+                    parts.append(text)
+                    size += len(text)
+                    if size > MAX_ANSWER_BYTES:
+                        raise GatewayError(
+                            "The streamed answer exceeded the size limit.", charged=None
+                        )
+                if choice.get("finish_reason"):
+                    finish_reason = str(choice["finish_reason"])
+    except httpx.TransportError:
+        done = False  # a cut stream: keep what arrived, the payment already settled
+    return ChatAnswer(
+        model=answered_model,
+        content="".join(parts),
+        finish_reason=finish_reason,
+        usage=Usage.model_validate(usage),
+        complete=done or finish_reason is not None,
+    )

@@ -1,0 +1,310 @@
+"""The spend ledger: every reservation, payment and receipt, in SQLite, surviving restarts.
+
+One row per payment, moving reserved -> signed -> settled | released. A row that stays
+`signed` is a payment whose outcome is unknown: it counts as spent, here and after a crash.
+Several servers may share one data dir (two hosts open at once): every check-and-reserve runs
+in an IMMEDIATE transaction, so their reservations are serialized by SQLite itself.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+Status = Literal["reserved", "signed", "settled", "released"]
+# Statuses whose amount counts against budgets.
+COUNTED = ("reserved", "signed", "settled")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS payments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    day TEXT NOT NULL,
+    session TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    tool TEXT NOT NULL,
+    model TEXT NOT NULL,
+    amount_atomic INTEGER NOT NULL,
+    settled_atomic INTEGER,
+    status TEXT NOT NULL,
+    nonce TEXT,
+    tx_hash TEXT,
+    network TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS payments_day ON payments(day);
+CREATE INDEX IF NOT EXISTS payments_session ON payments(session);
+CREATE TABLE IF NOT EXISTS video_jobs (
+    job_id TEXT PRIMARY KEY,
+    payment_id INTEGER NOT NULL REFERENCES payments(id),
+    session TEXT NOT NULL,
+    model TEXT NOT NULL,
+    poll_url TEXT NOT NULL,
+    header_name TEXT NOT NULL,
+    header_value TEXT NOT NULL,
+    valid_before INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    path TEXT,
+    url TEXT,
+    created_at REAL NOT NULL
+);
+"""
+
+
+def utc_day(at: float | None = None) -> str:
+    return datetime.fromtimestamp(time.time() if at is None else at, UTC).strftime("%Y-%m-%d")
+
+
+@dataclass(frozen=True)
+class PaymentRow:
+    id: int
+    created_at: float
+    day: str
+    session: str
+    tool: str
+    model: str
+    amount_atomic: int
+    settled_atomic: int | None
+    status: Status
+    nonce: str | None
+    tx_hash: str | None
+    network: str
+    note: str
+
+    @property
+    def counted_atomic(self) -> int:
+        if self.status == "settled":
+            return self.settled_atomic if self.settled_atomic is not None else self.amount_atomic
+        return self.amount_atomic if self.status in COUNTED else 0
+
+
+@dataclass(frozen=True)
+class VideoJobRow:
+    job_id: str
+    payment_id: int
+    session: str
+    model: str
+    poll_url: str
+    header_name: str
+    header_value: str
+    valid_before: int
+    status: str
+    path: str | None
+    url: str | None
+
+
+class LimitExceeded(Exception):
+    """A reservation would pass a limit. `limit` names it: 'budget' or 'daily budget'."""
+
+    def __init__(self, limit: str, remaining_atomic: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+        self.remaining_atomic = remaining_atomic
+
+
+class Ledger:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        os.chmod(path, 0o600)
+        self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.executescript(SCHEMA)
+        self._release_abandoned_reservations()
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _release_abandoned_reservations(self) -> None:
+        """Reservations of dead processes never reached signing: nothing can settle them.
+
+        Signed rows stay as they are: their payment may have left, so they remain counted.
+        """
+        with self._transaction() as db:
+            rows = db.execute("SELECT id, pid FROM payments WHERE status = 'reserved'").fetchall()
+            for row in rows:
+                if row["pid"] != os.getpid() and not _alive(row["pid"]):
+                    db.execute(
+                        "UPDATE payments SET status='released', note='process ended before signing',"
+                        " updated_at=? WHERE id=?",
+                        (time.time(), row["id"]),
+                    )
+
+    # --- reservations --------------------------------------------------------------------
+
+    def reserve(
+        self,
+        *,
+        session: str,
+        tool: str,
+        model: str,
+        amount_atomic: int,
+        network: str,
+        session_limit_atomic: int,
+        daily_limit_atomic: int | None,
+    ) -> int:
+        """Atomically check the session and daily limits and record a reservation."""
+        now = time.time()
+        day = utc_day(now)
+        with self._transaction() as db:
+            session_spent = self._counted(db, "session = ?", (session,))
+            if session_spent + amount_atomic > session_limit_atomic:
+                raise LimitExceeded("budget", max(0, session_limit_atomic - session_spent))
+            if daily_limit_atomic is not None:
+                daily_spent = self._counted(db, "day = ?", (day,))
+                if daily_spent + amount_atomic > daily_limit_atomic:
+                    raise LimitExceeded("daily budget", max(0, daily_limit_atomic - daily_spent))
+            cursor = db.execute(
+                "INSERT INTO payments (created_at, updated_at, day, session, pid, tool, model,"
+                " amount_atomic, status, network) VALUES (?,?,?,?,?,?,?,?, 'reserved', ?)",
+                (now, now, day, session, os.getpid(), tool, model, amount_atomic, network),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def mark_signed(self, payment_id: int, nonce: str) -> None:
+        self._update(payment_id, "status='signed', nonce=?", (nonce,), only_from=("reserved",))
+
+    def mark_settled(self, payment_id: int, settled_atomic: int, tx_hash: str | None) -> None:
+        self._update(
+            payment_id,
+            "status='settled', settled_atomic=?, tx_hash=?",
+            (settled_atomic, tx_hash),
+            only_from=("reserved", "signed"),
+        )
+
+    def mark_released(self, payment_id: int, note: str) -> None:
+        self._update(
+            payment_id, "status='released', note=?", (note,), only_from=("reserved", "signed")
+        )
+
+    def note(self, payment_id: int, note: str) -> None:
+        self._update(
+            payment_id, "note=?", (note,), only_from=("reserved", "signed", "settled", "released")
+        )
+
+    def _update(
+        self,
+        payment_id: int,
+        assignments: str,
+        values: tuple[object, ...],
+        *,
+        only_from: tuple[str, ...],
+    ) -> None:
+        marks = ",".join("?" for _ in only_from)
+        with self._transaction() as db:
+            db.execute(
+                f"UPDATE payments SET {assignments}, updated_at=? WHERE id=? AND status IN ({marks})",
+                (*values, time.time(), payment_id, *only_from),
+            )
+
+    # --- reading -------------------------------------------------------------------------
+
+    @staticmethod
+    def _counted(db: sqlite3.Connection, where: str, args: tuple[object, ...]) -> int:
+        row = db.execute(
+            "SELECT COALESCE(SUM(CASE WHEN status='settled' THEN COALESCE(settled_atomic, amount_atomic)"
+            " WHEN status IN ('reserved','signed') THEN amount_atomic ELSE 0 END), 0)"
+            f" FROM payments WHERE {where}",
+            args,
+        ).fetchone()
+        return int(row[0])
+
+    def session_spent_atomic(self, session: str) -> int:
+        return self._counted(self._db, "session = ?", (session,))
+
+    def day_spent_atomic(self, day: str | None = None) -> int:
+        return self._counted(self._db, "day = ?", (day or utc_day(),))
+
+    def payments(
+        self, *, session: str | None = None, since_day: str | None = None, limit: int | None = None
+    ) -> list[PaymentRow]:
+        where, args = ["1=1"], []
+        if session is not None:
+            where.append("session = ?")
+            args.append(session)
+        if since_day is not None:
+            where.append("day >= ?")
+            args.append(since_day)
+        sql = f"SELECT * FROM payments WHERE {' AND '.join(where)} ORDER BY id DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [_payment(row) for row in self._db.execute(sql, args).fetchall()]
+
+    def payment(self, payment_id: int) -> PaymentRow | None:
+        row = self._db.execute("SELECT * FROM payments WHERE id = ?", (payment_id,)).fetchone()
+        return _payment(row) if row else None
+
+    # --- video jobs ----------------------------------------------------------------------
+
+    def save_video_job(self, job: VideoJobRow) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO video_jobs (job_id, payment_id, session, model, poll_url,"
+                " header_name, header_value, valid_before, status, path, url, created_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    job.job_id,
+                    job.payment_id,
+                    job.session,
+                    job.model,
+                    job.poll_url,
+                    job.header_name,
+                    job.header_value,
+                    job.valid_before,
+                    job.status,
+                    job.path,
+                    job.url,
+                    time.time(),
+                ),
+            )
+
+    def update_video_job(
+        self, job_id: str, *, status: str, path: str | None = None, url: str | None = None
+    ) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE video_jobs SET status=?, path=COALESCE(?, path), url=COALESCE(?, url) WHERE job_id=?",
+                (status, path, url, job_id),
+            )
+
+    def video_job(self, job_id: str) -> VideoJobRow | None:
+        row = self._db.execute("SELECT * FROM video_jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            return None
+        return VideoJobRow(**{k: row[k] for k in VideoJobRow.__dataclass_fields__})
+
+
+def _payment(row: sqlite3.Row) -> PaymentRow:
+    return PaymentRow(**{k: row[k] for k in PaymentRow.__dataclass_fields__})
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,98 @@
+"""What each tool returns. These models are the tools' output schemas, so descriptions stay short."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class AskResult(BaseModel):
+    model: str
+    content: str
+    finish_reason: str | None
+    refused: bool = Field(False, description="the model declined to answer (content_filter)")
+    usage: Usage
+    cost_usd: float
+    budget_remaining_usd: float
+    transaction: str | None = Field(None, description="settlement tx hash")
+    note: str | None = None
+
+
+class ModelInfo(BaseModel):
+    id: str
+    name: str
+    provider: str
+    input_price: float = Field(description="USD per 1M input tokens")
+    output_price: float = Field(description="USD per 1M output tokens")
+    context_window: int | None
+    categories: list[str]
+    available: bool
+    image_price: float | None = Field(None, description="USD per image")
+    price_per_second: float | None = Field(None, description="USD per video second")
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+    stale: bool = False
+    note: str | None = None
+
+
+class ImageFile(BaseModel):
+    path: str | None
+    url: str | None
+
+
+class ImageResult(BaseModel):
+    images: list[ImageFile]
+    model: str
+    cost_usd: float
+    budget_remaining_usd: float
+    transaction: str | None = None
+    note: str | None = None
+
+
+class VideoResult(BaseModel):
+    status: str = Field(description="completed, running or failed")
+    job_id: str | None
+    path: str | None = None
+    url: str | None = None
+    cost_usd: float
+    budget_remaining_usd: float
+    transaction: str | None = None
+    note: str | None = None
+
+
+class Estimate(BaseModel):
+    model: str
+    estimated_usd: float
+    basis: str
+
+
+class Receipt(BaseModel):
+    time: str
+    tool: str
+    model: str
+    cost_usd: float
+    status: str
+    transaction: str | None
+
+
+class BudgetResult(BaseModel):
+    session_limit_usd: float
+    session_spent_usd: float
+    budget_remaining_usd: float
+    per_call_cap_usd: float
+    daily_limit_usd: float | None = None
+    daily_spent_usd: float | None = None
+    recent: list[Receipt] = []
+
+
+class WalletResult(BaseModel):
+    address: str
+    network: str
+    funding: str

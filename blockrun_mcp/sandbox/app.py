@@ -1,0 +1,412 @@
+"""The sandbox gateway's routes: BlockRun's endpoints under /api, test controls under /_sandbox.
+
+A paid request goes: validate the body (400) -> free model? answer -> no payment header? 402 ->
+decode, verify, settle -> answer with receipt. Each fault switch cuts in at the step it names.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from blockrun_mcp.sandbox import bodies, media, payments, replies, terms
+from blockrun_mcp.sandbox.bodies import BadRequest, PricedRequest, VideoBody
+from blockrun_mcp.sandbox.catalog import catalog_body
+from blockrun_mcp.sandbox.drops import DroppedResponse, cut_stream
+from blockrun_mcp.sandbox.faults import Faults
+from blockrun_mcp.sandbox.payments import PaymentRejection
+from blockrun_mcp.sandbox.state import SandboxState, Settlement, VerifiedPayment, VideoJob
+
+Receipt = dict[str, str] | None  # None: a free request, nothing was paid
+Deliver = Callable[["PaidCall", Receipt], Awaitable[Response]]
+Parse = Callable[[Any], PricedRequest]
+
+PROXY_TIMEOUT_STATUS = 524  # what the proxy in front of BlockRun answers when it cuts a request
+VIDEO_FAILURE = "The upstream provider failed to render the video (sandbox fault). Not charged."
+
+
+@dataclass
+class PaidCall:
+    """One request to a paid endpoint, with the faults as they stood when it arrived."""
+
+    request: Request
+    state: SandboxState
+    faults: Faults
+    priced: PricedRequest
+    counted: bool = field(default=False)
+
+    @property
+    def path(self) -> str:
+        return self.request.url.path
+
+    @property
+    def base_url(self) -> str:
+        return str(self.request.base_url).rstrip("/")
+
+    @property
+    def streaming(self) -> bool:
+        return bool(getattr(self.priced.body, "stream", False))
+
+    def fault_hit(self) -> None:
+        """Count this request against `faults.times`, once however many faults it meets."""
+        if not self.counted:
+            self.counted = True
+            self.state.fault_hit()
+
+
+def _error(status: int, message: str, code: str | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": message}
+    if code:
+        body["code"] = code
+    return JSONResponse(body, status_code=status)
+
+
+def _fault_status(status: int) -> JSONResponse:
+    return _error(status, f"Simulated gateway failure (HTTP {status})", "SANDBOX_FAULT")
+
+
+def _rejection(rejection: PaymentRejection) -> JSONResponse:
+    return JSONResponse(rejection.body(), status_code=402)
+
+
+def _had_payment_header(request: Request) -> bool:
+    return "payment-signature" in request.headers or "x-payment" in request.headers
+
+
+async def _read_json(request: Request) -> Any:
+    raw = await request.body()
+    if not raw:
+        raise BadRequest("the request body is empty; send a JSON object")
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise BadRequest("the request body is not valid JSON") from None
+
+
+class Gateway:
+    """Route handlers bound to one SandboxState."""
+
+    def __init__(self, state: SandboxState) -> None:
+        self.state = state
+
+    def _log(self, request: Request) -> None:
+        self.state.log_request(request.method, request.url.path, _had_payment_header(request))
+
+    # catalog and media (free)
+    async def models(self, request: Request) -> Response:
+        self._log(request)
+        shape = request.query_params.get("shape") or self.state.catalog_shape
+        return JSONResponse(catalog_body(shape))
+
+    async def media_file(self, request: Request) -> Response:
+        self._log(request)
+        with self.state.lock:
+            found = self.state.media.get(request.path_params["name"])
+        if found is None:
+            return _error(404, "Not Found")
+        data, content_type = found
+        return Response(data, media_type=content_type)
+
+    # paid endpoints
+    async def chat(self, request: Request) -> Response:
+        return await self._paid(request, bodies.parse_chat, self._deliver_chat)
+
+    async def responses(self, request: Request) -> Response:
+        return await self._paid(request, bodies.parse_responses, self._deliver_responses)
+
+    async def images(self, request: Request) -> Response:
+        return await self._paid(request, bodies.parse_image, self._deliver_images)
+
+    async def image_edits(self, request: Request) -> Response:
+        return await self._paid(request, bodies.parse_image_edit, self._deliver_images)
+
+    async def videos(self, request: Request) -> Response:
+        return await self._paid(request, bodies.parse_video, self._deliver_free_video, video=True)
+
+    async def _paid(
+        self, request: Request, parse: Parse, deliver: Deliver, *, video: bool = False
+    ) -> Response:
+        state = self.state
+        self._log(request)
+        faults = state.faults_for(request.url.path)
+        try:
+            raw = await _read_json(request)
+            priced = parse(raw)
+        except BadRequest as exc:
+            return _error(400, exc.message, "INVALID_REQUEST")
+        call = PaidCall(request=request, state=state, faults=faults, priced=priced)
+        if priced.is_free:
+            return await deliver(call, None)
+        v1 = faults.hostile_terms == "v1"
+        key = terms.request_key(call.path, raw)
+        header = payments.payment_header(request.headers, v1=v1)
+        if header is None:
+            return self._unpaid(call, key, video=video)
+        if faults.delay_seconds:
+            await anyio.sleep(faults.delay_seconds)
+        try:
+            decoded = payments.decode_payment(header)
+            state.log_payment(decoded)
+            if faults.force_payment_code:
+                call.fault_hit()
+                raise PaymentRejection(
+                    faults.force_payment_code, "rejected by the sandbox's force_payment_code fault"
+                )
+            verified = payments.verify(state, decoded, key, v1=v1)
+            if faults.status_after_payment:
+                call.fault_hit()  # verified, deliberately not settled: the same header can retry
+                return _fault_status(faults.status_after_payment)
+            if video:
+                return self._submit_video(call, verified)
+            settlement = payments.settle(state, verified, call.path)
+        except PaymentRejection as rejection:
+            return _rejection(rejection)
+        return await self._after_settlement(call, settlement, verified.version, deliver)
+
+    def _unpaid(self, call: PaidCall, key: str, *, video: bool) -> Response:
+        faults = call.faults
+        if faults.status_before_payment:
+            call.fault_hit()
+            return _fault_status(faults.status_before_payment)
+        if faults.malformed_402:
+            call.fault_hit()
+        entry = call.priced.entry
+        return terms.payment_required(
+            self.state,
+            faults,
+            key=key,
+            amount=call.priced.amount_atomic,
+            url=str(call.request.url),
+            description=f"BlockRun {entry.name} ({entry.id}) via {call.path}",
+            video=video,
+        )
+
+    async def _after_settlement(
+        self, call: PaidCall, settlement: Settlement, version: int, deliver: Deliver
+    ) -> Response:
+        faults = call.faults
+        if faults.status_after_settlement:
+            call.fault_hit()  # paid, answer lost: a retry of the same header meets PAYMENT_REPLAY
+            return _fault_status(faults.status_after_settlement)
+        if faults.drop_after_settlement:
+            call.fault_hit()
+            return DroppedResponse()
+        if faults.stream_cut_after_chunks is not None and not call.streaming:
+            call.fault_hit()  # the proxy gave up on a silent connection; its 524 has no receipt
+            return _error(PROXY_TIMEOUT_STATUS, "A timeout occurred", "ORIGIN_TIMEOUT")
+        receipt = (
+            {} if faults.omit_receipt else payments.receipt_headers(settlement, version=version)
+        )
+        if faults.omit_receipt:
+            call.fault_hit()
+        if faults.malformed_success_body:
+            call.fault_hit()
+            return Response(
+                "<html><body>upstream returned garbage</body></html>",
+                media_type="text/html",
+                headers=receipt,
+            )
+        return await deliver(call, receipt)
+
+    # deliveries
+    async def _model_latency(self, call: PaidCall) -> None:
+        if call.faults.model_latency_seconds:
+            await anyio.sleep(call.faults.model_latency_seconds)
+
+    async def _deliver_chat(self, call: PaidCall, receipt: Receipt) -> Response:
+        priced = call.priced
+        reply = replies.answer(priced.entry.id, priced.messages, priced.max_tokens)
+        if not call.streaming:
+            await self._model_latency(call)
+            return JSONResponse(replies.completion_body(reply), headers=receipt)
+        events = [replies.sse(event) for event in replies.stream_events(reply)]
+        events.append(replies.sse("[DONE]"))
+        headers = {"Cache-Control": "no-cache", **(receipt or {})}
+        keep = call.faults.stream_cut_after_chunks
+        if keep is not None and receipt is not None:
+            call.fault_hit()
+            return cut_stream(events, keep, headers)
+        latency = call.faults.model_latency_seconds
+
+        async def stream() -> AsyncIterator[bytes]:
+            for index, event in enumerate(events):
+                if index == 1 and latency:
+                    await anyio.sleep(latency)  # the model "thinks" after the role chunk
+                yield event
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+    async def _deliver_responses(self, call: PaidCall, receipt: Receipt) -> Response:
+        priced = call.priced
+        reply = replies.answer(priced.entry.id, priced.messages, priced.max_tokens)
+        await self._model_latency(call)
+        return JSONResponse(replies.responses_body(reply), headers=receipt)
+
+    async def _deliver_images(self, call: PaidCall, receipt: Receipt) -> Response:
+        results = media.image_results(self.state, call.priced, call.base_url)
+        return JSONResponse({"created": int(time.time()), "data": results}, headers=receipt)
+
+    async def _deliver_free_video(self, call: PaidCall, receipt: Receipt) -> Response:
+        # No video model is free; reaching this means the catalog priced one at zero.
+        return _error(500, f"{call.priced.entry.id} has no price in the sandbox catalog")
+
+    # video jobs: verified at submit, settled on the first completed poll
+    def _submit_video(self, call: PaidCall, payment: VerifiedPayment) -> Response:
+        state = self.state
+        with state.lock:
+            pending = [
+                job
+                for job in state.jobs.values()
+                if job.payment.nonce == payment.nonce and job.status in ("queued", "in_progress")
+            ]
+        if pending:  # the same payment resent (a lost 202): the same job, not a second one
+            return self._job_accepted(call.request, pending[0])
+        payments.check_spendable(state, payment)
+        body = call.priced.body
+        assert isinstance(body, VideoBody)
+        job = VideoJob(
+            id="vid_" + secrets.token_hex(12),
+            model=call.priced.entry.id,
+            prompt=body.prompt,
+            duration_seconds=body.duration_seconds,
+            endpoint=call.path,
+            payment=payment,
+        )
+        with state.lock:
+            state.jobs[job.id] = job
+        return self._job_accepted(call.request, job)
+
+    def _job_accepted(self, request: Request, job: VideoJob) -> Response:
+        poll_url = f"{str(request.base_url).rstrip('/')}/api/v1/videos/generations/{job.id}"
+        return JSONResponse(
+            {"id": job.id, "poll_url": poll_url, "status": "queued"}, status_code=202
+        )
+
+    async def video_poll(self, request: Request) -> Response:
+        state = self.state
+        self._log(request)
+        job_id = request.path_params["job_id"]
+        with state.lock:
+            job = state.jobs.get(job_id)
+        if job is None:
+            return _error(404, f"No video job {job_id}", "JOB_NOT_FOUND")
+        header = payments.payment_header(request.headers, v1=job.payment.version == 1)
+        try:
+            if header is None:
+                raise PaymentRejection(
+                    payments.INVALID,
+                    "a poll must carry the same PAYMENT-SIGNATURE header as the job's submit",
+                )
+            decoded = payments.decode_payment(header)
+            state.log_payment(decoded)
+            if decoded != job.payment.payload:
+                raise PaymentRejection(
+                    payments.INVALID, "this is not the payment that submitted the job"
+                )
+        except PaymentRejection as rejection:
+            return _rejection(rejection)
+        return self._advance_job(request, job, state.faults_for(request.url.path))
+
+    def _advance_job(self, request: Request, job: VideoJob, faults: Faults) -> Response:
+        state = self.state
+        if job.status == "completed" and job.settlement is not None:
+            return self._job_completed(job)
+        if job.status == "failed":
+            return JSONResponse({"id": job.id, "status": "failed", "error": job.error})
+        with state.lock:
+            job.polls += 1
+            polls = job.polls
+        if faults.video_fail_mid_poll and polls > 1:
+            with state.lock:
+                job.status, job.error = "failed", VIDEO_FAILURE
+            return JSONResponse({"id": job.id, "status": "failed", "error": job.error})
+        if faults.video_fail_mid_poll or polls <= faults.video_polls_before_done:
+            queued = polls == 1 and faults.video_polls_before_done > 1
+            status = "queued" if queued and not faults.video_fail_mid_poll else "in_progress"
+            with state.lock:
+                job.status = status
+            return JSONResponse({"id": job.id, "status": status}, status_code=202)
+        try:
+            settlement = payments.settle(state, job.payment, job.endpoint, job_id=job.id)
+        except PaymentRejection as rejection:
+            return _rejection(rejection)
+        base_url = str(request.base_url).rstrip("/")
+        url = media.store_video(state, job.id, f"{job.model}|{job.prompt}", base_url)
+        with state.lock:
+            job.status, job.url, job.settlement = "completed", url, settlement
+        return self._job_completed(job)
+
+    def _job_completed(self, job: VideoJob) -> Response:
+        assert job.settlement is not None
+        body = {"id": job.id, "status": "completed", "model": job.model, "data": [{"url": job.url}]}
+        headers = payments.receipt_headers(job.settlement, version=job.payment.version)
+        return JSONResponse(body, headers=headers)
+
+    # test controls
+    async def admin_state(self, request: Request) -> Response:
+        return JSONResponse(self.state.snapshot())
+
+    async def admin_faults(self, request: Request) -> Response:
+        try:
+            raw = await _read_json(request)
+            if not isinstance(raw, dict):
+                raise BadRequest("send a JSON object of fault switches")
+            faults = self.state.set_faults(**raw)
+        except BadRequest as exc:
+            return _error(400, exc.message)
+        except ValidationError as exc:
+            return _error(400, f"invalid faults: {exc.errors()[0]['msg']}")
+        return JSONResponse(faults.model_dump())
+
+    async def admin_reset(self, request: Request) -> Response:
+        self.state.reset()
+        return JSONResponse({"reset": True})
+
+    async def admin_balance(self, request: Request) -> Response:
+        try:
+            raw = await _read_json(request)
+            address, usd = raw["address"], float(raw["usd"])
+            self.state.set_balance(address, usd)
+        except (BadRequest, KeyError, TypeError, ValueError) as exc:
+            return _error(400, f"send {{address, usd}}: {exc}")
+        return JSONResponse({"address": address, "balance_usd": self.state.balance_usd(address)})
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return _error(exc.status_code, exc.detail)
+
+
+def create_app(state: SandboxState) -> Starlette:
+    """The sandbox gateway as an ASGI app. Its base URL is http://HOST:PORT/api."""
+    gw = Gateway(state)
+    routes = [
+        Route("/api/v1/models", gw.models, methods=["GET"]),
+        Route("/api/pricing", gw.models, methods=["GET"]),
+        Route("/api/v1/chat/completions", gw.chat, methods=["POST"]),
+        Route("/api/v1/responses", gw.responses, methods=["POST"]),
+        Route("/api/v1/images/generations", gw.images, methods=["POST"]),
+        Route("/api/v1/images/image2image", gw.image_edits, methods=["POST"]),
+        Route("/api/v1/videos/generations", gw.videos, methods=["POST"]),
+        Route("/api/v1/videos/generations/{job_id}", gw.video_poll, methods=["GET"]),
+        Route("/api/media/{name}", gw.media_file, methods=["GET"]),
+        Route("/_sandbox/state", gw.admin_state, methods=["GET"]),
+        Route("/_sandbox/faults", gw.admin_faults, methods=["POST"]),
+        Route("/_sandbox/reset", gw.admin_reset, methods=["POST"]),
+        Route("/_sandbox/balance", gw.admin_balance, methods=["POST"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app.state.sandbox = state
+    return app

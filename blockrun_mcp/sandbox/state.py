@@ -1,0 +1,199 @@
+"""Everything the sandbox remembers, behind one lock.
+
+uvicorn serves from a background thread while tests read and change the state from theirs, so
+every mutation and every multi-step read takes `lock`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from blockrun_mcp.sandbox.faults import Faults
+from blockrun_mcp.x402.networks import NetworkSpec, network_by_name, usd_to_atomic
+
+# A fixed, valid checksummed address nobody holds a key for: where sandbox payments go.
+TREASURY = "0x130d82d2DfCa15271d16F5467C0CCb4b7564d11F"
+
+
+def checksum(address: str) -> str:
+    from eth_utils import to_checksum_address  # slow import: only once payments arrive
+
+    return to_checksum_address(address)
+
+
+class Settlement(BaseModel):
+    """One payment that moved money: what a facilitator would have put on chain."""
+
+    nonce: str
+    payer: str
+    amount_atomic: int
+    tx_hash: str
+    endpoint: str
+    time: float
+    network: str = ""
+    pay_to: str = ""
+
+
+class VerifiedPayment(BaseModel):
+    """A payment header that passed every check except the spend-time ones (nonce, balance)."""
+
+    version: int
+    payer: str
+    pay_to: str
+    amount_atomic: int
+    nonce: str
+    network: str = Field(description="as the requirement named it: CAIP-2 for v2, a name for v1")
+    valid_before: int
+    payload: dict[str, Any]
+
+
+class VideoJob(BaseModel):
+    id: str
+    model: str
+    prompt: str
+    duration_seconds: float
+    endpoint: str
+    payment: VerifiedPayment
+    polls: int = 0
+    status: Literal["queued", "in_progress", "completed", "failed"] = "queued"
+    url: str | None = None
+    error: str | None = None
+    settlement: Settlement | None = None
+    created: float = Field(default_factory=time.time)
+
+
+class IssuedRequirement(BaseModel):
+    """A requirement a 402 offered, and the request (path + body digest) it was offered for."""
+
+    request_key: str
+    version: int
+    requirement: dict[str, Any]
+
+
+class SandboxState:
+    """All mutable state of one sandbox gateway."""
+
+    def __init__(self, network: str = "base", starting_balance_usd: float = 10.0) -> None:
+        self.network_spec: NetworkSpec = network_by_name(network)
+        self.network = self.network_spec.name
+        self.starting_balance_usd = starting_balance_usd
+        self.treasury = TREASURY
+        # "models" serves the documented catalog shape, "data" the SDK-seen one.
+        self.catalog_shape: Literal["models", "data"] = "models"
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything: payments, balances, jobs, logs, faults."""
+        with self.lock:
+            self.faults = Faults()
+            self.settlements: list[Settlement] = []
+            self.payments_seen: list[dict[str, Any]] = []
+            self.issued_terms: list[dict[str, Any]] = []
+            self.issued: list[IssuedRequirement] = []
+            self.balances: dict[str, int] = {}
+            self.requests_seen: list[tuple[str, str, bool]] = []
+            self.jobs: dict[str, VideoJob] = {}
+            self.media: dict[str, tuple[bytes, str]] = {}
+            self.settled_nonces: set[str] = set()
+            self.payto_counter = 0
+
+    # faults
+    def set_faults(self, **kwargs: Any) -> Faults:
+        """Switch faults on (or off) by name, on top of those already set."""
+        with self.lock:
+            self.faults = Faults.model_validate({**self.faults.model_dump(), **kwargs})
+            return self.faults
+
+    def clear_faults(self) -> None:
+        with self.lock:
+            self.faults = Faults()
+
+    def faults_for(self, path: str) -> Faults:
+        with self.lock:
+            return self.faults.scoped_to(path)
+
+    def fault_hit(self) -> None:
+        """Count one request hit by a counted fault; at zero the counted faults switch off."""
+        with self.lock:
+            if self.faults.times is None:
+                return
+            remaining = self.faults.times - 1
+            if remaining <= 0:
+                self.faults = self.faults.without_counted()
+            else:
+                self.faults = self.faults.model_copy(update={"times": remaining})
+
+    # balances (atomic units, keyed by checksummed address; unseen payers start funded)
+    @property
+    def starting_balance_atomic(self) -> int:
+        return usd_to_atomic(self.starting_balance_usd)
+
+    def balance_atomic(self, address: str) -> int:
+        with self.lock:
+            return self.balances.get(checksum(address), self.starting_balance_atomic)
+
+    def set_balance(self, address: str, usd: float) -> None:
+        with self.lock:
+            self.balances[checksum(address)] = usd_to_atomic(usd)
+
+    def balance_usd(self, address: str) -> float:
+        return self.balance_atomic(address) / 10**6
+
+    def settled_total_atomic(self) -> int:
+        with self.lock:
+            return sum(s.amount_atomic for s in self.settlements)
+
+    # logs
+    def log_request(self, method: str, path: str, had_payment_header: bool) -> None:
+        with self.lock:
+            self.requests_seen.append((method, path, had_payment_header))
+
+    def log_payment(self, decoded: Any) -> None:
+        with self.lock:
+            self.payments_seen.append(decoded)
+
+    def record_issued(self, request_key: str, version: int, requirement: dict[str, Any]) -> None:
+        with self.lock:
+            self.issued_terms.append(requirement)
+            self.issued.append(
+                IssuedRequirement(request_key=request_key, version=version, requirement=requirement)
+            )
+
+    def next_payto_index(self) -> int:
+        with self.lock:
+            self.payto_counter += 1
+            return self.payto_counter
+
+    def store_media(self, name: str, data: bytes, content_type: str) -> None:
+        with self.lock:
+            self.media[name] = (data, content_type)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What `GET /_sandbox/state` shows a test running the sandbox in another process."""
+        with self.lock:
+            return {
+                "network": self.network,
+                "caip2": self.network_spec.caip2,
+                "treasury": self.treasury,
+                "starting_balance_usd": self.starting_balance_usd,
+                "settlements": [s.model_dump() for s in self.settlements],
+                "settled_total_atomic": sum(s.amount_atomic for s in self.settlements),
+                "balances": dict(self.balances),
+                "faults": self.faults.model_dump(),
+                "jobs": {
+                    job_id: {"status": job.status, "polls": job.polls, "model": job.model}
+                    for job_id, job in self.jobs.items()
+                },
+                "counts": {
+                    "requests": len(self.requests_seen),
+                    "payments_seen": len(self.payments_seen),
+                    "issued_terms": len(self.issued_terms),
+                    "settlements": len(self.settlements),
+                    "jobs": len(self.jobs),
+                },
+            }

@@ -1,0 +1,224 @@
+"""The MCP server: seven thin tools over BlockrunService, each a typed result or a plain error."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field
+
+from blockrun_mcp import __version__
+from blockrun_mcp.results import (
+    AskResult,
+    BudgetResult,
+    Estimate,
+    ImageResult,
+    ModelList,
+    VideoResult,
+    WalletResult,
+)
+from blockrun_mcp.service import BlockrunService, ToolFailure
+
+INSTRUCTIONS = (
+    "Ask other AI models (GPT, Claude, Gemini, DeepSeek, GLM, Kimi, free NVIDIA models) and make "
+    "images and videos. Each paid call costs USDC within the user's budgets; results carry "
+    "cost_usd and budget_remaining_usd. estimate_cost is free."
+)
+
+PAID = ToolAnnotations(
+    readOnlyHint=False, destructiveHint=False, idempotentHint=False, openWorldHint=True
+)
+LOCAL = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
+
+
+def _compact(node: Any, in_properties: bool = False) -> Any:
+    """Shrink a JSON schema: drop pydantic's titles, nullable unions and null defaults.
+
+    The whole tool list goes to the host's model on every turn, so every byte counts.
+    Validation still uses the full pydantic models, so an explicit null is still accepted.
+    """
+    if isinstance(node, list):
+        return [_compact(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    any_of = node.get("anyOf")
+    if isinstance(any_of, list):
+        non_null = [option for option in any_of if option != {"type": "null"}]
+        if len(non_null) == 1 and len(non_null) < len(any_of):
+            merged = {k: v for k, v in node.items() if k != "anyOf"}
+            merged.update(non_null[0])
+            node = merged
+    result = {}
+    for key, value in node.items():
+        if not in_properties and key == "title" and isinstance(value, str):
+            continue
+        if key == "default" and value is None:
+            continue
+        result[key] = _compact(
+            value, in_properties=key in ("properties", "$defs") and not in_properties
+        )
+    return result
+
+
+class LeanMCPServer(MCPServer):
+    async def list_tools(self) -> Any:
+        tools = await super().list_tools()
+        for tool in tools:
+            tool.input_schema = _compact(tool.input_schema)
+            if tool.output_schema is not None:
+                tool.output_schema = _compact(tool.output_schema)
+        return tools
+
+
+def _ok(result: BaseModel) -> CallToolResult:
+    data = result.model_dump(mode="json", exclude_none=True)
+    return CallToolResult(
+        content=[TextContent(type="text", text=result.model_dump_json(exclude_none=True))],
+        structured_content=data,
+    )
+
+
+def _error(message: str) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
+
+
+def session_key(ctx: Context, stdio_session: str) -> str:
+    """One budget per stdio process, and one per MCP session id over HTTP."""
+    headers = ctx.headers
+    if headers is None:
+        return stdio_session
+    session_id = headers.get("mcp-session-id")
+    # Clients of the session-less protocol era share one budget per server process.
+    return f"http-{session_id[:64]}" if session_id else f"{stdio_session}-http"
+
+
+def build_server(service: BlockrunService, stdio_session: str | None = None) -> MCPServer:
+    stdio_key = stdio_session or service.new_session_key()
+
+    @asynccontextmanager
+    async def lifespan(server: MCPServer) -> Any:
+        try:
+            yield {}
+        finally:
+            await service.aclose()
+
+    mcp = LeanMCPServer(
+        "blockrun",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        log_level="WARNING",
+        lifespan=lifespan,
+    )
+
+    def budget_of(ctx: Context) -> Any:
+        return service.session(session_key(ctx, stdio_key))
+
+    async def run(call: Any) -> CallToolResult:
+        try:
+            return _ok(await call)
+        except ToolFailure as failure:
+            return _error(failure.message)
+
+    @mcp.tool(
+        description="Ask another AI model a question; paid in USDC within budget.", annotations=PAID
+    )
+    async def ask_model(
+        prompt: str,
+        ctx: Context,
+        model: Annotated[
+            str | None, Field(description="model id; default: a cheap capable model")
+        ] = None,
+        system: str | None = None,
+        max_tokens: Annotated[int | None, Field(description="default 1024")] = None,
+        temperature: Annotated[float | None, Field(description="0-2")] = None,
+    ) -> Annotated[CallToolResult, AskResult]:
+        try:
+            budget = budget_of(ctx)
+        except ToolFailure as failure:
+            return _error(failure.message)
+        return await run(service.ask(budget, prompt, model, system, max_tokens, temperature))
+
+    @mcp.tool(description="List models with USD prices per 1M tokens.", annotations=LOCAL)
+    async def list_models(
+        category: Annotated[
+            str | None, Field(description="chat, reasoning, coding, vision, image, video")
+        ] = None,
+        provider: Annotated[str | None, Field(description="e.g. openai, anthropic, google")] = None,
+    ) -> Annotated[CallToolResult, ModelList]:
+        return await run(service.list_models(category, provider))
+
+    @mcp.tool(description="Estimate a call's cost in USD, free and offline.", annotations=LOCAL)
+    async def estimate_cost(
+        model: str,
+        prompt: str | None = None,
+        max_tokens: int | None = None,
+        size: Annotated[str | None, Field(description="image size, e.g. 1024x1024")] = None,
+        duration_seconds: float | None = None,
+    ) -> Annotated[CallToolResult, Estimate]:
+        return await run(service.estimate(model, prompt, max_tokens, size, duration_seconds))
+
+    @mcp.tool(
+        description="Generate an image; saves it locally and returns the path.", annotations=PAID
+    )
+    async def generate_image(
+        prompt: str,
+        ctx: Context,
+        model: str | None = None,
+        size: Annotated[str | None, Field(description="e.g. 1024x1024")] = None,
+    ) -> Annotated[CallToolResult, ImageResult]:
+        try:
+            budget = budget_of(ctx)
+        except ToolFailure as failure:
+            return _error(failure.message)
+        return await run(service.generate_image(budget, prompt, model, size))
+
+    @mcp.tool(
+        description="Generate a video and save it. If it returns status running, call again with job_id (no new payment).",
+        annotations=PAID,
+    )
+    async def generate_video(
+        ctx: Context,
+        prompt: str | None = None,
+        model: str | None = None,
+        duration_seconds: float | None = None,
+        image_url: Annotated[str | None, Field(description="start frame")] = None,
+        job_id: Annotated[str | None, Field(description="resume this job")] = None,
+    ) -> Annotated[CallToolResult, VideoResult]:
+        async def progress(done: float, total: float | None, message: str) -> None:
+            await ctx.report_progress(done, total, message)
+
+        try:
+            budget = budget_of(ctx)
+        except ToolFailure as failure:
+            return _error(failure.message)
+        return await run(
+            service.generate_video(
+                budget, prompt, model, duration_seconds, image_url, job_id, progress
+            )
+        )
+
+    @mcp.tool(
+        description="Show budget limits, spend and recent receipts; optionally lower the session limit."
+    )
+    async def budget(
+        ctx: Context,
+        set_session_limit_usd: Annotated[float | None, Field(description="lower only")] = None,
+    ) -> Annotated[CallToolResult, BudgetResult]:
+        try:
+            return _ok(service.budget_status(budget_of(ctx), set_session_limit_usd))
+        except ToolFailure as failure:
+            return _error(failure.message)
+
+    @mcp.tool(
+        description="Show the paying wallet's address and network, and how to fund it.",
+        annotations=LOCAL,
+    )
+    async def wallet() -> Annotated[CallToolResult, WalletResult]:
+        try:
+            return _ok(service.wallet_info())
+        except ToolFailure as failure:
+            return _error(failure.message)
+
+    return mcp

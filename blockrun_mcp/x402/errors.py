@@ -1,0 +1,91 @@
+"""Payment errors. Each says what happened and what to do; none carries key material."""
+
+from __future__ import annotations
+
+
+class PaymentError(Exception):
+    """Base class. `charged` says whether money may have moved: True, False or None (unknown)."""
+
+    charged: bool | None = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class MalformedTerms(PaymentError):
+    """The 402 terms could not be read. Nothing was signed."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            f"The gateway's payment terms could not be read: {detail}. Nothing was signed. "
+            "Check BLOCKRUN_API_URL points at a BlockRun gateway."
+        )
+        self.detail = detail
+
+
+class PaymentRefused(PaymentError):
+    """Our policy or the caller's hook refused to sign. Nothing was signed."""
+
+    def __init__(self, reason: str, *, limit: str | None = None) -> None:
+        super().__init__(f"Payment refused before signing: {reason}. Nothing was signed.")
+        self.reason = reason
+        self.limit = limit
+
+
+class PaymentRejected(PaymentError):
+    """The gateway rejected a signed payment. Subclasses say whether it was charged."""
+
+    code = "PAYMENT_REJECTED"
+
+
+class PaymentInvalid(PaymentRejected):
+    code = "PAYMENT_INVALID"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(
+            "The gateway rejected the payment as invalid (PAYMENT_INVALID); nothing was charged. "
+            "Check that BLOCKRUN_NETWORK matches the gateway (base for blockrun.ai, base-sepolia "
+            f"for testnet.blockrun.ai).{(' Gateway said: ' + detail) if detail else ''}"
+        )
+
+
+class PaymentUnfunded(PaymentRejected):
+    code = "PAYMENT_UNFUNDED"
+
+    def __init__(self, address: str, network: str) -> None:
+        super().__init__(
+            f"The wallet {address} has too little USDC on {network} for this payment "
+            "(PAYMENT_UNFUNDED); nothing was charged. Send USDC on "
+            f"{network} to {address}, then try again."
+        )
+        self.address = address
+        self.network = network
+
+
+class PaymentReplay(PaymentRejected):
+    """The nonce was already used: an earlier send of this same payment may have settled."""
+
+    code = "PAYMENT_REPLAY"
+    charged = None
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The gateway says this payment was already used (PAYMENT_REPLAY): an earlier send "
+            "of the same authorization may have been charged while its answer was lost. It is "
+            "counted as spent; check the receipts before trying again."
+        )
+
+
+class PaidRequestFailed(PaymentError):
+    """A signed request did not produce an answer; the money may or may not have moved."""
+
+    charged = None
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            f"The paid request failed after the payment was signed: {detail}. The same payment "
+            "was retried, never re-signed; it is counted as spent until a receipt proves "
+            "otherwise."
+        )
+        self.detail = detail

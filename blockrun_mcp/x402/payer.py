@@ -1,0 +1,271 @@
+"""The 402 dance: request, read the terms, ask the policy and the caller, sign once, resend.
+
+A signature is a payment, so after a paid request fails in transit the SAME header is resent;
+a new nonce would be a second charge. The caller's hold learns how each payment ended:
+settled (with its receipt), released (the gateway proved nothing was charged), or neither,
+which means unknown and must count as spent.
+
+Not an httpx.Auth: httpx does not hand transport errors back to an auth flow, and resending the
+same header after a dropped connection is the point of this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import anyio
+import httpx
+
+from blockrun_mcp.x402.codec import parse_payment_required, read_receipt, rejection_code
+from blockrun_mcp.x402.errors import (
+    PaidRequestFailed,
+    PaymentInvalid,
+    PaymentRefused,
+    PaymentReplay,
+    PaymentUnfunded,
+)
+from blockrun_mcp.x402.models import PaymentRequirement, SettlementReceipt
+from blockrun_mcp.x402.networks import atomic_to_usd
+from blockrun_mcp.x402.policy import SigningPolicy
+from blockrun_mcp.x402.signer import SignedPayment, sign_payment
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+# Statuses after which a paid request is resent with the same header (the nonce settles once).
+RETRYABLE_PAID_STATUSES = frozenset({502, 503})
+
+
+@dataclass(frozen=True)
+class Quote:
+    """What the caller is asked to approve before anything is signed."""
+
+    amount_atomic: int
+    requirement: PaymentRequirement
+    method: str
+    url: str
+
+    @property
+    def amount_usd(self) -> float:
+        return atomic_to_usd(self.amount_atomic)
+
+
+class PaymentHold(Protocol):
+    """The caller's record of one approved payment (a budget reservation, for instance)."""
+
+    async def signed(self, payment: SignedPayment) -> None:
+        """Called after signing, before the payment leaves: record it (crash safety)."""
+
+    async def settle(self, receipt: SettlementReceipt | None) -> None:
+        """The gateway answered a paid request with success; the receipt, if any, says how."""
+
+    async def release(self, reason: str) -> None:
+        """The gateway proved nothing was charged (or the payment never left)."""
+
+
+ApproveHook = Callable[[Quote], Awaitable[PaymentHold]]
+
+
+class _NoHold:
+    async def signed(self, payment: SignedPayment) -> None:
+        return None
+
+    async def settle(self, receipt: SettlementReceipt | None) -> None:
+        return None
+
+    async def release(self, reason: str) -> None:
+        return None
+
+
+async def approve_everything(quote: Quote) -> PaymentHold:
+    """Default hook: the policy's checks only."""
+    return _NoHold()
+
+
+@dataclass
+class PaidResponse:
+    """A gateway answer, with the payment that bought it (None when it was free)."""
+
+    response: httpx.Response
+    payment: SignedPayment | None = None
+    hold: PaymentHold = field(default_factory=_NoHold)
+    receipt: SettlementReceipt | None = None
+
+    @property
+    def cost_atomic(self) -> int:
+        return self.payment.amount_atomic if self.payment else 0
+
+
+class X402Payer:
+    """Pays x402 challenges for any request sent through `send`."""
+
+    def __init__(
+        self,
+        account: Callable[[], LocalAccount],
+        policy: SigningPolicy,
+        *,
+        paid_attempts: int = 3,
+        retry_delay_seconds: float = 0.5,
+    ) -> None:
+        self._account = account
+        self.policy = policy
+        self.paid_attempts = max(1, paid_attempts)
+        self.retry_delay_seconds = retry_delay_seconds
+
+    async def send(
+        self,
+        client: httpx.AsyncClient,
+        request: httpx.Request,
+        *,
+        approve: ApproveHook = approve_everything,
+        stream: bool = False,
+    ) -> PaidResponse:
+        """Send `request`; if it answers 402, pay within policy and resend. Returns the answer.
+
+        With `stream=True` the caller must close `response` (streams stay open for reading).
+        """
+        response = await client.send(request, stream=stream)
+        if response.status_code != 402:
+            return PaidResponse(response)
+        body = await _read_capped(response)
+        terms = parse_payment_required(response.headers, body)
+        requirement = self.policy.choose(terms)
+        quote = Quote(int(requirement.amount), requirement, request.method, str(request.url))
+        hold = await approve(quote)
+        try:
+            payment = sign_payment(self._account(), terms, requirement, self.policy.network)
+            await hold.signed(payment)
+        except BaseException:
+            await hold.release("the payment was not signed")
+            raise
+        paid_request = with_payment(request, payment)
+        return await self._send_paid(client, paid_request, payment, hold, stream=stream)
+
+    async def resend(
+        self,
+        client: httpx.AsyncClient,
+        request: httpx.Request,
+        payment: SignedPayment,
+        hold: PaymentHold,
+        *,
+        stream: bool = False,
+    ) -> PaidResponse:
+        """Send another request under an existing payment (video polls), same header."""
+        return await self._send_paid(
+            client, with_payment(request, payment), payment, hold, stream=stream
+        )
+
+    async def _send_paid(
+        self,
+        client: httpx.AsyncClient,
+        request: httpx.Request,
+        payment: SignedPayment,
+        hold: PaymentHold,
+        *,
+        stream: bool,
+    ) -> PaidResponse:
+        may_have_arrived = False
+        last_failure = ""
+        for attempt in range(self.paid_attempts):
+            if attempt:
+                await anyio.sleep(self.retry_delay_seconds * attempt)
+            try:
+                response = await client.send(request, stream=stream)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                last_failure = f"could not connect ({type(exc).__name__})"
+                continue
+            except httpx.TransportError as exc:
+                may_have_arrived = True
+                last_failure = f"the connection failed ({type(exc).__name__})"
+                continue
+            may_have_arrived = True
+            if response.status_code in RETRYABLE_PAID_STATUSES and attempt + 1 < self.paid_attempts:
+                await response.aclose()
+                last_failure = f"the gateway answered HTTP {response.status_code}"
+                continue
+            if response.status_code == 402:
+                await self._raise_rejection(response, payment, hold, retried=attempt > 0)
+            receipt = read_receipt(response.headers)
+            if response.status_code == 200:
+                await hold.settle(receipt)
+            return PaidResponse(response, payment, hold, receipt)
+        if not may_have_arrived:
+            await hold.release("the signed payment never reached the gateway")
+            raise PaidRequestFailed(f"{last_failure}; the payment never left this machine")
+        raise PaidRequestFailed(f"{last_failure} after {self.paid_attempts} attempts")
+
+    async def _raise_rejection(
+        self, response: httpx.Response, payment: SignedPayment, hold: PaymentHold, *, retried: bool
+    ) -> None:
+        body = await _read_capped(response)
+        await response.aclose()
+        code = rejection_code(body)
+        if code == "PAYMENT_UNFUNDED":
+            await hold.release("PAYMENT_UNFUNDED")
+            raise PaymentUnfunded(payment.authorization.from_, self.policy.network.name)
+        if code == "PAYMENT_INVALID":
+            await hold.release("PAYMENT_INVALID")
+            raise PaymentInvalid(_message_of(body))
+        if code == "PAYMENT_REPLAY":
+            raise PaymentReplay()  # an earlier send of this header may have settled: keep it held
+        # A 402 without a code proves nothing about an earlier send, so the hold stays.
+        raise PaidRequestFailed(
+            "the gateway answered the paid request with 402 and no reason"
+            + (" after a retry" if retried else "")
+        )
+
+
+def with_payment(request: httpx.Request, payment: SignedPayment) -> httpx.Request:
+    headers = httpx.Headers(request.headers)
+    headers[payment.header_name] = payment.header_value
+    return httpx.Request(
+        request.method,
+        request.url,
+        headers=headers,
+        content=request.content,
+        extensions=request.extensions,
+    )
+
+
+MAX_ERROR_BODY_BYTES = 64 * 1024
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    """Read at most MAX_ERROR_BODY_BYTES of a 402 or error body; more is hostile."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_ERROR_BODY_BYTES:
+            break
+    await response.aclose()
+    return b"".join(chunks)[: MAX_ERROR_BODY_BYTES + 1]
+
+
+def _message_of(body: bytes) -> str:
+    import json
+
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return ""
+    if isinstance(data, dict):
+        message = data.get("message") or data.get("error")
+        if isinstance(message, str):
+            return message[:300]
+    return ""
+
+
+__all__ = [
+    "ApproveHook",
+    "PaidResponse",
+    "PaymentHold",
+    "PaymentRefused",
+    "Quote",
+    "X402Payer",
+    "approve_everything",
+    "with_payment",
+]

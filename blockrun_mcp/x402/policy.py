@@ -1,0 +1,84 @@
+"""Which payment requirements we are willing to sign. Everything else is refused, unsigned."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from blockrun_mcp.x402.errors import PaymentRefused
+from blockrun_mcp.x402.models import PaymentRequired, PaymentRequirement
+from blockrun_mcp.x402.networks import NetworkSpec, atomic_to_usd, network_for_id
+
+MAX_TIMEOUT_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class SigningPolicy:
+    """Only "exact", only on `network`, only its pinned USDC and domain, only up to `max_atomic`."""
+
+    network: NetworkSpec
+    max_atomic: int
+    max_timeout_seconds: int = MAX_TIMEOUT_SECONDS
+
+    def problem_with(self, requirement: PaymentRequirement) -> str | None:
+        """Why this requirement must not be signed, or None when it may be."""
+        if requirement.scheme != "exact":
+            return f'scheme "{requirement.scheme}" is not "exact" (only exact payments are signed)'
+        spec = network_for_id(requirement.network)
+        if spec is None or spec.name != self.network.name:
+            return (
+                f'network "{requirement.network}" is not the configured {self.network.name} '
+                f"({self.network.caip2}); set BLOCKRUN_NETWORK to match the gateway"
+            )
+        if requirement.asset.lower() != self.network.usdc.lower():
+            return f"asset {requirement.asset} is not USDC on {self.network.name}"
+        extra = requirement.extra or {}
+        if extra.get("name") != self.network.domain_name:
+            return (
+                f"EIP-712 domain name {extra.get('name')!r} is not {self.network.domain_name!r} "
+                f"(USDC on {self.network.name})"
+            )
+        if str(extra.get("version")) != self.network.domain_version:
+            return (
+                f"EIP-712 domain version {extra.get('version')!r} is not "
+                f"{self.network.domain_version!r}"
+            )
+        if not requirement.amount.isdigit():
+            return f"amount {requirement.amount!r} is not a whole number of atomic units"
+        amount = int(requirement.amount)
+        if amount <= 0:
+            return "amount is zero"
+        if amount > self.max_atomic:
+            return (
+                f"amount ${atomic_to_usd(amount):.6f} is above the per-call cap "
+                f"${atomic_to_usd(self.max_atomic):.6f}"
+            )
+        if not 0 < requirement.maxTimeoutSeconds <= self.max_timeout_seconds:
+            return (
+                f"maxTimeoutSeconds {requirement.maxTimeoutSeconds} is outside 1..."
+                f"{self.max_timeout_seconds}"
+            )
+        if not _is_address(requirement.payTo):
+            return f"payTo {requirement.payTo!r} is not an address"
+        return None
+
+    def choose(self, terms: PaymentRequired) -> PaymentRequirement:
+        """The first acceptable requirement; PaymentRefused naming every reason otherwise."""
+        problems: list[str] = []
+        for requirement in terms.accepts:
+            problem = self.problem_with(requirement)
+            if problem is None:
+                return requirement
+            problems.append(problem)
+        over_cap = all("per-call cap" in p for p in problems)
+        raise PaymentRefused(
+            "; ".join(dict.fromkeys(problems)), limit="per-call cap" if over_cap else None
+        )
+
+
+def _is_address(value: str) -> bool:
+    body = value.removeprefix("0x")
+    return (
+        value.startswith("0x")
+        and len(body) == 40
+        and all(c in "0123456789abcdefABCDEF" for c in body)
+    )

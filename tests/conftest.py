@@ -1,0 +1,25 @@
+"""Shared fixtures. Keep them general: every test module may use them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from blockrun_mcp.sandbox import SandboxServer
+
+
+@pytest.fixture
+def sandbox() -> Iterator[SandboxServer]:
+    """A running sandbox gateway (network base, every payer starts with $10), fresh per test."""
+    with SandboxServer() as server:
+        yield server
+
+
+@pytest.fixture
+def funded_account() -> Any:
+    """A fresh eth_account LocalAccount. The sandbox funds every unseen payer with $10."""
+    from eth_account import Account
+
+    return Account.create()
