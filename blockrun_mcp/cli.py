@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 EPILOG = """examples:
   blockrun-mcp                          serve MCP over stdio (what MCP hosts run)
@@ -30,6 +31,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"blockrun-mcp {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    serve = commands.add_parser(
+        "serve",
+        help="serve MCP over stdio (default) or Streamable HTTP",
+        description="Serve the MCP server. With no command at all, blockrun-mcp serves over stdio.",
+        epilog=(
+            "examples:\n  blockrun-mcp serve\n  blockrun-mcp serve --sandbox\n"
+            "  BLOCKRUN_HTTP_TOKEN=$(openssl rand -hex 24) blockrun-mcp serve --transport http --port 8402"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument(
+        "--transport", choices=["stdio", "http"], default="stdio", help="default stdio"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8402, help="HTTP port (default 8402)")
+    serve.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="use the built-in sandbox gateway and a throwaway wallet (no funds needed)",
+    )
+
+    commands.add_parser(
+        "demo",
+        help="run every tool once against the sandbox and print what each returned",
+        description="Start the sandbox, connect a real MCP client over stdio and call every tool once.",
+        epilog="example:\n  blockrun-mcp demo",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
     sandbox = commands.add_parser(
         "sandbox",
         help="run the local sandbox gateway (a BlockRun look-alike)",
@@ -47,9 +77,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fail(message: str) -> NoReturn:
+    print(f"blockrun-mcp: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _serve(transport: str, host: str, port: int, sandbox: bool) -> None:
+    import anyio
+
+    from blockrun_mcp.config import ConfigError, load_config
+    from blockrun_mcp.transports import check_http_binding, serve_http, serve_stdio, service_for
+
+    try:
+        config = load_config()
+        if transport == "http":
+            check_http_binding(host, config)
+    except ConfigError as exc:
+        _fail(str(exc))
+    with service_for(config, sandbox=sandbox) as service:
+        if transport == "http":
+            anyio.run(serve_http, service, host, port, config)
+        else:
+            anyio.run(serve_stdio, service)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list:
+        _serve("stdio", "127.0.0.1", 0, sandbox=False)
+        return
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_list)
+    if args.command == "serve":
+        with contextlib.suppress(KeyboardInterrupt):
+            _serve(args.transport, args.host, args.port, args.sandbox)
+        return
+    if args.command == "demo":
+        import anyio
+
+        from blockrun_mcp.demo import run_demo
+
+        sys.exit(1 if anyio.run(run_demo) else 0)
     if args.command == "sandbox":
         from blockrun_mcp.sandbox import run_sandbox
 

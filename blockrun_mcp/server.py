@@ -34,22 +34,21 @@ LOCAL = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
 
 
 def _compact(node: Any, in_properties: bool = False) -> Any:
-    """Shrink a JSON schema: drop pydantic's titles, nullable unions and null defaults.
+    """Shrink a JSON schema: drop pydantic's titles and null defaults, fold nullable unions.
 
     The whole tool list goes to the host's model on every turn, so every byte counts.
-    Validation still uses the full pydantic models, so an explicit null is still accepted.
+    `anyOf: [{type: X}, {type: null}]` becomes the equivalent `type: [X, "null"]`.
     """
     if isinstance(node, list):
         return [_compact(item) for item in node]
     if not isinstance(node, dict):
         return node
     any_of = node.get("anyOf")
-    if isinstance(any_of, list):
-        non_null = [option for option in any_of if option != {"type": "null"}]
-        if len(non_null) == 1 and len(non_null) < len(any_of):
-            merged = {k: v for k, v in node.items() if k != "anyOf"}
-            merged.update(non_null[0])
-            node = merged
+    if isinstance(any_of, list) and {"type": "null"} in any_of:
+        others = [option for option in any_of if option != {"type": "null"}]
+        if len(others) == 1 and set(others[0]) == {"type"} and isinstance(others[0]["type"], str):
+            node = {k: v for k, v in node.items() if k != "anyOf"}
+            node["type"] = [others[0]["type"], "null"]
     result = {}
     for key, value in node.items():
         if not in_properties and key == "title" and isinstance(value, str):
@@ -73,7 +72,9 @@ class LeanMCPServer(MCPServer):
 
 
 def _ok(result: BaseModel) -> CallToolResult:
-    data = result.model_dump(mode="json", exclude_none=True)
+    # Structured content keeps its nulls (the schema promises the fields); the text copy, which
+    # the host's model reads, drops them to save tokens.
+    data = result.model_dump(mode="json")
     return CallToolResult(
         content=[TextContent(type="text", text=result.model_dump_json(exclude_none=True))],
         structured_content=data,

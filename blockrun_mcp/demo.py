@@ -1,0 +1,126 @@
+"""`blockrun-mcp demo`: every tool once, through a real MCP client session over stdio, on the sandbox.
+
+It starts `blockrun-mcp serve --sandbox` as a subprocess, exactly as an MCP host would, so a
+working demo also proves the install.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+CHAT_MODEL = "openai/gpt-5-mini"
+
+
+def _short(text: str, width: int = 70) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _money(value: Any) -> str:
+    return f"${float(value):.6f}".rstrip("0").rstrip(".") if value else "$0"
+
+
+async def run_demo(out: Any = sys.stdout) -> int:
+    """Drive every tool once; print a readable line each. Returns the number of failed tools."""
+    from mcp import Client, StdioServerParameters
+
+    def say(line: str = "") -> None:
+        print(line, file=out, flush=True)
+
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "blockrun_mcp", "serve", "--sandbox"],
+        env=dict(os.environ),
+    )
+    say("blockrun-mcp demo: every tool, through a real MCP session, against the built-in sandbox.")
+    say("No funds needed: the sandbox plays the BlockRun gateway and pays with a throwaway wallet.")
+    say()
+    failures = 0
+    started = time.monotonic()
+    progress_updates: list[str] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        progress_updates.append(message or f"{progress}")
+
+    async with Client(params, mode="legacy") as client:
+        tools = {tool.name for tool in (await client.list_tools()).tools}
+        say(f"  server offers {len(tools)} tools: {', '.join(sorted(tools))}")
+        say()
+
+        async def call(name: str, arguments: dict[str, Any], **kw: Any) -> dict[str, Any] | None:
+            nonlocal failures
+            result = await client.call_tool(name, arguments, **kw)
+            if result.is_error:
+                failures += 1
+                text = result.content[0].text if result.content else "(no text)"
+                say(f"  {name:<15} FAILED: {text}")
+                return None
+            return result.structured_content or {}
+
+        if wallet := await call("wallet", {}):
+            say(f"  {'wallet':<15} {wallet['address']} on {wallet['network']}")
+        if models := await call("list_models", {"category": "chat"}):
+            cheap = next(
+                (m for m in models["models"] if m["id"] == CHAT_MODEL), models["models"][0]
+            )
+            say(
+                f"  {'list_models':<15} {len(models['models'])} chat models, e.g. {cheap['id']} "
+                f"${cheap['input_price']}/${cheap['output_price']} per 1M tokens"
+            )
+        prompt = "In one sentence: why do agents need budgets?"
+        if estimate := await call(
+            "estimate_cost", {"model": CHAT_MODEL, "prompt": prompt, "max_tokens": 256}
+        ):
+            say(
+                f"  {'estimate_cost':<15} {estimate['model']}, 256 tokens max: about {_money(estimate['estimated_usd'])} (free, nothing signed)"
+            )
+        if answer := await call(
+            "ask_model", {"prompt": prompt, "model": CHAT_MODEL, "max_tokens": 256}
+        ):
+            say(f'  {"ask_model":<15} {answer["model"]}: "{_short(answer["content"], 60)}"')
+            say(
+                f"  {'':<15} paid {_money(answer['cost_usd'])}, tx {str(answer.get('transaction'))[:12]}…, "
+                f"{_money(answer['budget_remaining_usd'])} left"
+            )
+        if image := await call("generate_image", {"prompt": "a lighthouse at dusk"}):
+            say(
+                f"  {'generate_image':<15} saved {image['images'][0].get('path')} (paid {_money(image['cost_usd'])})"
+            )
+        if video := await call(
+            "generate_video",
+            {"prompt": "waves on a beach", "duration_seconds": 2},
+            progress_callback=on_progress,
+        ):
+            say(
+                f"  {'generate_video':<15} {video['status']}: {video.get('path') or video.get('job_id')} "
+                f"(paid {_money(video['cost_usd'])}, {len(progress_updates)} progress updates)"
+            )
+        if budget := await call("budget", {}):
+            say(
+                f"  {'budget':<15} spent {_money(budget['session_spent_usd'])} of "
+                f"{_money(budget['session_limit_usd'])} this session; {_money(budget['budget_remaining_usd'])} left; "
+                f"{len(budget.get('recent', []))} receipts"
+            )
+        missing = {
+            "ask_model",
+            "list_models",
+            "estimate_cost",
+            "generate_image",
+            "generate_video",
+            "budget",
+            "wallet",
+        } - tools
+        if missing:
+            failures += len(missing)
+            say(f"  MISSING TOOLS: {', '.join(sorted(missing))}")
+    say()
+    elapsed = time.monotonic() - started
+    if failures:
+        say(f"{failures} tool(s) failed ({elapsed:.1f} s). See the messages above.")
+    else:
+        say(f"All 7 tools worked ({elapsed:.1f} s). Next: add it to Claude Code with")
+        say("  claude mcp add blockrun -- uvx blockrun-mcp")
+    return failures

@@ -1,0 +1,143 @@
+"""Serving the MCP server over stdio or Streamable HTTP, with the sandbox wired in on request."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from blockrun_mcp.config import Config, ConfigError
+
+if TYPE_CHECKING:
+    from blockrun_mcp.service import BlockrunService
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+SANDBOX_FUNDING = (
+    "Sandbox: a throwaway wallet the built-in sandbox gateway funds with $10 of pretend USDC."
+)
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@contextmanager
+def service_for(
+    config: Config, *, sandbox: bool, video_poll_interval: float | None = None
+) -> Iterator[BlockrunService]:
+    """The service, talking to the real gateway, or to an in-process sandbox with a throwaway wallet.
+
+    Sandbox spending goes to its own ledger and media folder, so pretend money never counts
+    against the user's real daily budget.
+    """
+    from blockrun_mcp.service import BlockrunService, ServiceOptions
+
+    if not sandbox:
+        yield BlockrunService(config)
+        return
+    from blockrun_mcp.sandbox import SandboxServer, SandboxState
+    from blockrun_mcp.wallet import throwaway_wallet
+
+    with SandboxServer(SandboxState(network=config.network)) as gateway:
+        sandbox_config = config.model_copy(
+            update={
+                "api_url": gateway.base_url,
+                "data_dir": config.data_dir / "sandbox",
+                "output_dir": config.output_dir / "sandbox",
+            }
+        )
+        options = ServiceOptions(
+            funding_hint=SANDBOX_FUNDING, video_poll_interval=video_poll_interval or 1.0
+        )
+        yield BlockrunService(sandbox_config, wallet=throwaway_wallet(), options=options)
+
+
+async def serve_stdio(service: BlockrunService) -> None:
+    from blockrun_mcp.server import build_server
+
+    await build_server(service).run_stdio_async()
+
+
+class BearerAuth:
+    """ASGI middleware: every HTTP request must carry `Authorization: Bearer <token>`."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            supplied = dict(scope.get("headers") or []).get(b"authorization", b"")
+            if not hmac.compare_digest(supplied, self.expected):
+                from starlette.responses import JSONResponse
+
+                response = JSONResponse(
+                    {
+                        "error": "unauthorized",
+                        "message": "Send Authorization: Bearer <BLOCKRUN_HTTP_TOKEN>.",
+                    },
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def check_http_binding(host: str, config: Config) -> None:
+    if not is_loopback(host) and config.http_token is None:
+        raise ConfigError(
+            f"Refusing to serve HTTP on {host} without a token: anyone who can reach it could spend "
+            "your USDC. Set BLOCKRUN_HTTP_TOKEN to a long random secret, or bind 127.0.0.1."
+        )
+
+
+def http_app(service: BlockrunService, host: str, config: Config) -> Any:
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    from blockrun_mcp.server import build_server
+
+    mcp = build_server(service)
+    security = None
+    if not is_loopback(host):
+        # A specific address gets the same Host/Origin checks as loopback; a wildcard bind cannot
+        # know its own name, so there the mandatory token is the guard.
+        wildcard = host in ("0.0.0.0", "::")
+        display = f"[{host}]" if ":" in host else host
+        security = TransportSecuritySettings(
+            enable_dns_rebinding_protection=not wildcard,
+            allowed_hosts=[f"{display}:*"],
+            allowed_origins=[f"http://{display}:*", f"https://{display}:*"],
+        )
+    app = mcp.streamable_http_app(
+        streamable_http_path="/mcp", transport_security=security, host=host
+    )
+    if config.http_token is not None:
+        app = BearerAuth(app, config.http_token.get_secret_value())
+    return app
+
+
+async def serve_http(service: BlockrunService, host: str, port: int, config: Config) -> None:
+    import uvicorn
+
+    check_http_binding(host, config)
+    app = http_app(service, host, config)
+    shown = f"[{host}]" if ":" in host else host
+    auth = "bearer token required" if config.http_token else "no token (loopback only)"
+    print(
+        f"blockrun-mcp: serving MCP at http://{shown}:{port}/mcp ({auth})",
+        file=sys.stderr,
+        flush=True,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    )
+    await server.serve()
