@@ -60,6 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
+    wallet = commands.add_parser(
+        "wallet",
+        help="show the paying wallet, or create one",
+        description="Show the wallet blockrun-mcp pays with (never its key), or create a new one.",
+        epilog="examples:\n  blockrun-mcp wallet\n  blockrun-mcp wallet create",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    wallet.add_argument("action", nargs="?", choices=["show", "create"], default="show")
+
     sandbox = commands.add_parser(
         "sandbox",
         help="run the local sandbox gateway (a BlockRun look-alike)",
@@ -101,6 +110,34 @@ def _serve(transport: str, host: str, port: int, sandbox: bool) -> None:
             anyio.run(serve_stdio, service)
 
 
+def _wallet(action: str) -> None:
+    from blockrun_mcp.config import ConfigError, load_config
+    from blockrun_mcp.wallet import WalletError, create_wallet, find_wallet, key_file_candidates
+
+    try:
+        config = load_config()
+        wallet = find_wallet(config)
+        if action == "create":
+            if wallet is not None:
+                print(f"A wallet already exists ({wallet.source}); not creating another.")
+            else:
+                wallet = create_wallet(key_file_candidates(config.home)[0])
+                print(
+                    f"Created a new wallet; its key is in {wallet.source} (mode 0600). Back it up."
+                )
+        if wallet is None:
+            _fail("No wallet found. Create one with `blockrun-mcp wallet create`.")
+    except (ConfigError, WalletError) as exc:
+        _fail(str(exc))
+    from blockrun_mcp.x402.networks import network_by_name
+
+    network = network_by_name(config.network)
+    print(f"address  {wallet.address}")
+    print(f"network  {network.name} ({network.caip2})")
+    print(f"key      {wallet.source}")
+    print(f"fund it  send USDC on {network.name} to {wallet.address} (no ETH needed)")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if not args_list:
@@ -118,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         from blockrun_mcp.demo import run_demo
 
         sys.exit(1 if anyio.run(run_demo) else 0)
+    if args.command == "wallet":
+        _wallet(args.action)
+        return
     if args.command == "sandbox":
         from blockrun_mcp.sandbox import run_sandbox
 
