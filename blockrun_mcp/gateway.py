@@ -26,7 +26,7 @@ from blockrun_mcp.gateway_models import (
     VideoRequest,
     VideoStatus,
 )
-from blockrun_mcp.x402.errors import PaymentError
+from blockrun_mcp.x402.errors import PaidRequestFailed, PaymentError
 from blockrun_mcp.x402.payer import ApproveHook, PaidResponse, X402Payer, approve_everything
 from blockrun_mcp.x402.signer import SignedPayment
 
@@ -36,6 +36,7 @@ VIDEO_POLL_INTERVAL_SECONDS = 3.0
 # Stop polling this long before the signed authorization expires: past it the payment can
 # never settle, so further polls only burn time.
 AUTHORIZATION_MARGIN_SECONDS = 15
+MAX_POLL_FAILURES = 5  # consecutive failed polls before a job is reported as unreachable
 
 
 class GatewayError(Exception):
@@ -220,7 +221,11 @@ class GatewayClient:
         return VideoJob(id=job_id, poll_url=poll_url, payment=paid.payment, paid=paid)
 
     async def poll_video(self, job: VideoJob) -> VideoStatus:
-        """One poll, carrying the job's payment header. 504 answers as still in progress."""
+        """One poll, carrying the job's payment header. 504 answers as still in progress.
+
+        The first completed poll is where the gateway settles, so that is where the hold is
+        settled; a failed job is proof nothing was charged, so its hold is released.
+        """
         assert self.payer is not None
         request = self.http.build_request("GET", job.poll_url)
         paid = await self.payer.resend(self.http, request, job.payment, job.paid.hold)
@@ -237,15 +242,16 @@ class GatewayClient:
         data = self._json(response, "the video status", paid)
         if not isinstance(data, dict):
             raise GatewayError("The video status is not a JSON object.", charged=None)
-        status = str(
-            data.get("status") or ("completed" if response.status_code == 200 else "in_progress")
-        )
+        default = "completed" if response.status_code == 200 else "in_progress"
+        status = str(data.get("status") or default)
         urls = [
             item["url"]
             for item in data.get("data") or []
             if isinstance(item, dict) and isinstance(item.get("url"), str)
         ]
-        if status == "failed":
+        if status == "completed":
+            await job.paid.hold.settle(paid.receipt)
+        elif status == "failed":
             await job.paid.hold.release("the job failed before settling")
         return VideoStatus(
             id=job.id, status=status, urls=urls, error=_str_or_none(data.get("error"))
@@ -259,10 +265,23 @@ class GatewayClient:
         on_poll: Callable[[VideoStatus, int], Awaitable[None]] | None = None,
         interval: float = VIDEO_POLL_INTERVAL_SECONDS,
     ) -> VideoStatus:
-        """Poll until completed, failed, or `deadline` (unix time) passes; returns the last status."""
+        """Poll until completed, failed, or `deadline` (unix time) passes; returns the last status.
+
+        Transient poll failures (5xx, dropped connections) count as "still in progress": the job
+        and its payment live on at the gateway, so giving up early would only strand them.
+        """
         polls = 0
+        failures = 0
         while True:
-            status = await self.poll_video(job)
+            try:
+                status = await self.poll_video(job)
+                failures = 0
+            except (GatewayError, PaidRequestFailed) as exc:
+                transient = isinstance(exc, PaidRequestFailed) or (exc.status or 0) >= 500
+                failures += 1
+                if not transient or failures >= MAX_POLL_FAILURES:
+                    raise
+                status = VideoStatus(id=job.id, status="in_progress", error=str(exc)[:200])
             polls += 1
             if on_poll is not None:
                 await on_poll(status, polls)

@@ -55,7 +55,9 @@ class HoldRecorder:
         return hold
 
 
-def make_gateway(base_url: str, account: Any, *, cap_usd: float = 0.50, **payer_kw: Any) -> GatewayClient:
+def make_gateway(
+    base_url: str, account: Any, *, cap_usd: float = 0.50, **payer_kw: Any
+) -> GatewayClient:
     payer = X402Payer(
         lambda: account,
         SigningPolicy(network=BASE, max_atomic=usd_to_atomic(cap_usd)),

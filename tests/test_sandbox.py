@@ -142,7 +142,14 @@ def test_catalog_documented_shape(gw: Gateway) -> None:
     }
     for model in models.values():
         assert documented <= model.keys()
-        assert set(model["categories"]) <= {"chat", "reasoning", "coding", "vision", "image", "video"}
+        assert set(model["categories"]) <= {
+            "chat",
+            "reasoning",
+            "coding",
+            "vision",
+            "image",
+            "video",
+        }
     assert models["openai/gpt-5.2"]["inputPrice"] > 0
     assert models["openai/gpt-5.2"]["provider"] == "openai"
     assert models["nvidia/gpt-oss-120b"]["inputPrice"] == 0
@@ -255,11 +262,19 @@ def test_image_and_video_quotes_use_the_published_tables(gw: Gateway) -> None:
         (CHAT, {**HELLO, "max_tokens": 200_000}, "maximum output"),
         (CHAT, {**HELLO, "temperature": 3}, "temperature"),
         (CHAT, {"model": "openai/gpt-5.2", "messages": []}, "messages"),
-        (CHAT, {"model": "openai/gpt-image-1", "messages": [{"role": "user", "content": "x"}]}, "image"),
+        (
+            CHAT,
+            {"model": "openai/gpt-image-1", "messages": [{"role": "user", "content": "x"}]},
+            "image",
+        ),
         ("/v1/responses", {"model": "anthropic/claude-haiku-4.5", "input": "hi"}, "OpenAI"),
         ("/v1/images/generations", {"model": "openai/gpt-image-1"}, "prompt"),
         ("/v1/images/generations", {"model": "openai/gpt-image-1", "prompt": "x", "n": 5}, "'n'"),
-        ("/v1/images/generations", {"model": "zai/cogview-4", "prompt": "x", "size": "big"}, "size"),
+        (
+            "/v1/images/generations",
+            {"model": "zai/cogview-4", "prompt": "x", "size": "big"},
+            "size",
+        ),
         ("/v1/images/image2image", {"model": "openai/gpt-image-1", "prompt": "x"}, "image"),
         (
             "/v1/videos/generations",
@@ -424,8 +439,8 @@ def test_signature_over_another_domain_is_invalid(gw: Gateway, funded_account: A
 def test_tampered_signature_is_invalid(gw: Gateway, funded_account: Any) -> None:
     payload = decode(sign(funded_account, terms_of(gw.post(CHAT, HELLO))))
     signature = payload["payload"]["signature"]
-    payload["payload"]["signature"] = signature[:10] + ("0" if signature[10] != "0" else "1") + (
-        signature[11:]
+    payload["payload"]["signature"] = (
+        signature[:10] + ("0" if signature[10] != "0" else "1") + (signature[11:])
     )
     _invalid(gw, encode(payload), "signature")
 
@@ -575,7 +590,11 @@ def test_other_image_models_answer_with_downloadable_urls(gw: Gateway, funded_ac
 
 
 def test_image_edit(gw: Gateway, funded_account: Any) -> None:
-    body = {"model": "google/nano-banana", "prompt": "add a hat", "image": "data:image/png;base64,AA"}
+    body = {
+        "model": "google/nano-banana",
+        "prompt": "add a hat",
+        "image": "data:image/png;base64,AA",
+    }
     _, _, response = gw.pay(funded_account, "/v1/images/image2image", body)
     assert response.status_code == 200
     assert gw.get(response.json()["data"][0]["url"]).content.startswith(b"\x89PNG")
@@ -941,7 +960,9 @@ def test_sandbox_admin_endpoints(gw: Gateway, funded_account: Any) -> None:
     assert gw.client.post(admin + "/faults", json={"status_before_payment": 503}).status_code == 200
     assert gw.post(CHAT, HELLO).status_code == 503
     assert gw.client.post(admin + "/faults", json={"bogus": 1}).status_code == 400
-    assert gw.client.post(admin + "/faults", json={"status_before_payment": None}).status_code == 200
+    assert (
+        gw.client.post(admin + "/faults", json={"status_before_payment": None}).status_code == 200
+    )
 
     funded = {"address": funded_account.address, "usd": 0.5}
     assert gw.client.post(admin + "/balance", json=funded).json()["balance_usd"] == 0.5

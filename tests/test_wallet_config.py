@@ -39,7 +39,10 @@ def test_lookup_order(tmp_path):
     assert find_wallet(config_for(tmp_path)).source == str(legacy)
     write_key(session, "0x" + "4d" * 32)
     assert find_wallet(config_for(tmp_path)).source == str(session)
-    assert find_wallet(config_for(tmp_path, BASE_CHAIN_WALLET_KEY=KEY_B)).source == "BASE_CHAIN_WALLET_KEY"
+    assert (
+        find_wallet(config_for(tmp_path, BASE_CHAIN_WALLET_KEY=KEY_B)).source
+        == "BASE_CHAIN_WALLET_KEY"
+    )
     both = config_for(tmp_path, BLOCKRUN_WALLET_KEY=KEY_A, BASE_CHAIN_WALLET_KEY=KEY_B)
     wallet = find_wallet(both)
     assert wallet.source == "BLOCKRUN_WALLET_KEY"
@@ -70,7 +73,16 @@ def test_key_file_readable_by_others_is_refused(tmp_path, mode):
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "0x", "0x1234", "zz" * 32, "0x" + "00" * 32, "0x" + "ff" * 32, KEY_A + "00", "0x" + "1a" * 31 + "g1"],
+    [
+        "",
+        "0x",
+        "0x1234",
+        "zz" * 32,
+        "0x" + "00" * 32,
+        "0x" + "ff" * 32,
+        KEY_A + "00",
+        "0x" + "1a" * 31 + "g1",
+    ],
 )
 def test_malformed_keys_are_refused_without_echo(bad):
     with pytest.raises(WalletError) as info:
@@ -97,7 +109,9 @@ def test_create_wallet_writes_0600_and_never_overwrites(tmp_path):
     wallet = create_wallet(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    loaded = load_wallet(load_config({"HOME": str(tmp_path), "BLOCKRUN_WALLET_KEY": path.read_text()}))
+    loaded = load_wallet(
+        load_config({"HOME": str(tmp_path), "BLOCKRUN_WALLET_KEY": path.read_text()})
+    )
     assert loaded.address == wallet.address
     with pytest.raises(WalletError, match="refusing to overwrite"):
         create_wallet(path)

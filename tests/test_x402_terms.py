@@ -94,9 +94,25 @@ def test_v1_body_terms():
     [
         ({"PAYMENT-REQUIRED": "%%%not base64%%%"}, b"", "not base64"),
         ({"PAYMENT-REQUIRED": base64.b64encode(b"hello").decode()}, b"", "not base64-encoded JSON"),
-        ({"PAYMENT-REQUIRED": encode_header({"x402Version": 2, "accepts": []})}, b"", "no payment options"),
-        ({"PAYMENT-REQUIRED": encode_header({"x402Version": 9, "accepts": [requirement()]})}, b"", "x402Version"),
-        ({"PAYMENT-REQUIRED": encode_header({"x402Version": 2, "accepts": [{"scheme": "exact"}]})}, b"", "invalid"),
+        (
+            {"PAYMENT-REQUIRED": encode_header({"x402Version": 2, "accepts": []})},
+            b"",
+            "no payment options",
+        ),
+        (
+            {"PAYMENT-REQUIRED": encode_header({"x402Version": 9, "accepts": [requirement()]})},
+            b"",
+            "x402Version",
+        ),
+        (
+            {
+                "PAYMENT-REQUIRED": encode_header(
+                    {"x402Version": 2, "accepts": [{"scheme": "exact"}]}
+                )
+            },
+            b"",
+            "invalid",
+        ),
         ({"PAYMENT-REQUIRED": encode_header([1, 2])}, b"", "not a JSON object"),
         ({"PAYMENT-REQUIRED": "A" * 200_000}, b"", "limit"),
         ({}, b"<html>Payment Required</html>", "no JSON body"),
@@ -121,7 +137,7 @@ def test_deeply_nested_terms_are_refused():
 @pytest.mark.parametrize(
     ("overrides", "reason"),
     [
-        ({"scheme": "upto"}, "not \"exact\""),
+        ({"scheme": "upto"}, 'not "exact"'),
         ({"network": BASE_SEPOLIA.caip2}, "not the configured base"),
         ({"network": "eip155:1"}, "not the configured base"),
         ({"asset": BASE_SEPOLIA.usdc}, "is not USDC"),
@@ -163,7 +179,9 @@ def test_over_cap_refusal_names_the_limit():
 
 def test_sepolia_policy_accepts_its_own_pinned_domain():
     policy = SigningPolicy(network=BASE_SEPOLIA, max_atomic=10**6)
-    ok = requirement(network=BASE_SEPOLIA.caip2, asset=BASE_SEPOLIA.usdc, extra={"name": "USDC", "version": "2"})
+    ok = requirement(
+        network=BASE_SEPOLIA.caip2, asset=BASE_SEPOLIA.usdc, extra={"name": "USDC", "version": "2"}
+    )
     assert policy.choose(parse_payment_required(v2_headers(ok), b"")).network == BASE_SEPOLIA.caip2
     wrong = dict(ok, extra={"name": "USD Coin", "version": "2"})
     with pytest.raises(PaymentRefused):
@@ -172,7 +190,9 @@ def test_sepolia_policy_accepts_its_own_pinned_domain():
 
 def test_receipts_from_every_header():
     tx = "0x" + "ab" * 32
-    encoded = encode_header({"success": True, "transaction": tx, "network": BASE.caip2, "payer": PAY_TO})
+    encoded = encode_header(
+        {"success": True, "transaction": tx, "network": BASE.caip2, "payer": PAY_TO}
+    )
     for name in ("PAYMENT-RESPONSE", "payment-response", "X-PAYMENT-RESPONSE"):
         assert read_receipt({name: encoded}).transaction == tx
     assert read_receipt({"X-Payment-Receipt": tx}).transaction == tx
@@ -181,7 +201,10 @@ def test_receipts_from_every_header():
 
 
 def test_rejection_codes():
-    assert rejection_code(b'{"error":"Payment verification failed","code":"PAYMENT_REPLAY"}') == "PAYMENT_REPLAY"
+    assert (
+        rejection_code(b'{"error":"Payment verification failed","code":"PAYMENT_REPLAY"}')
+        == "PAYMENT_REPLAY"
+    )
     assert rejection_code(b'{"error":{"code":"payment_unfunded"}}') == "PAYMENT_UNFUNDED"
     assert rejection_code(b'{"error":"nope"}') is None
     assert rejection_code(b"not json") is None

@@ -143,6 +143,7 @@ class Gateway:
         faults = state.faults_for(request.url.path)
         try:
             raw = await _read_json(request)
+            state.log_body(request.url.path, raw)
             priced = parse(raw)
         except BadRequest as exc:
             return _error(400, exc.message, "INVALID_REQUEST")

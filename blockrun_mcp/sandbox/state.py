@@ -97,6 +97,9 @@ class SandboxState:
             self.issued: list[IssuedRequirement] = []
             self.balances: dict[str, int] = {}
             self.requests_seen: list[tuple[str, str, bool]] = []
+            # (path, JSON body) of each request to a paid endpoint, so a test can check what a
+            # client asked for (a streamed chat, the exact messages) as well as what it paid.
+            self.bodies_seen: list[tuple[str, Any]] = []
             self.jobs: dict[str, VideoJob] = {}
             self.media: dict[str, tuple[bytes, str]] = {}
             self.settled_nonces: set[str] = set()
@@ -152,6 +155,10 @@ class SandboxState:
     def log_request(self, method: str, path: str, had_payment_header: bool) -> None:
         with self.lock:
             self.requests_seen.append((method, path, had_payment_header))
+
+    def log_body(self, path: str, body: Any) -> None:
+        with self.lock:
+            self.bodies_seen.append((path, body))
 
     def log_payment(self, decoded: Any) -> None:
         with self.lock:

@@ -152,9 +152,12 @@ class X402Payer:
         *,
         stream: bool = False,
     ) -> PaidResponse:
-        """Send another request under an existing payment (video polls), same header."""
+        """Send another request under an existing payment (video polls), same header.
+
+        A 200 here does not settle the hold: only the caller knows whether the job completed.
+        """
         return await self._send_paid(
-            client, with_payment(request, payment), payment, hold, stream=stream
+            client, with_payment(request, payment), payment, hold, stream=stream, settle=False
         )
 
     async def _send_paid(
@@ -165,6 +168,7 @@ class X402Payer:
         hold: PaymentHold,
         *,
         stream: bool,
+        settle: bool = True,
     ) -> PaidResponse:
         may_have_arrived = False
         last_failure = ""
@@ -188,7 +192,7 @@ class X402Payer:
             if response.status_code == 402:
                 await self._raise_rejection(response, payment, hold, retried=attempt > 0)
             receipt = read_receipt(response.headers)
-            if response.status_code == 200:
+            if settle and response.status_code == 200:
                 await hold.settle(receipt)
             return PaidResponse(response, payment, hold, receipt)
         if not may_have_arrived:
