@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from blockrun_mcp import __version__
 from blockrun_mcp.results import (
@@ -71,6 +71,16 @@ class LeanMCPServer(MCPServer):
         return tools
 
 
+def _reject_bool(value: Any) -> Any:
+    # pydantic's lax mode reads true as 1: `max_tokens: true` would buy a one-token answer.
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not true or false")
+    return value
+
+
+NotBool = BeforeValidator(_reject_bool)
+
+
 def _ok(result: BaseModel) -> CallToolResult:
     # Structured content keeps its nulls (the schema promises the fields); the text copy, which
     # the host's model reads, drops them to save tokens.
@@ -132,8 +142,8 @@ def build_server(service: BlockrunService, stdio_session: str | None = None) -> 
             str | None, Field(description="model id; default: a cheap capable model")
         ] = None,
         system: str | None = None,
-        max_tokens: Annotated[int | None, Field(description="default 1024")] = None,
-        temperature: Annotated[float | None, Field(description="0-2")] = None,
+        max_tokens: Annotated[int | None, Field(description="default 1024"), NotBool] = None,
+        temperature: Annotated[float | None, Field(description="0-2"), NotBool] = None,
     ) -> Annotated[CallToolResult, AskResult]:
         try:
             budget = budget_of(ctx)
@@ -154,9 +164,9 @@ def build_server(service: BlockrunService, stdio_session: str | None = None) -> 
     async def estimate_cost(
         model: str,
         prompt: str | None = None,
-        max_tokens: int | None = None,
+        max_tokens: Annotated[int | None, NotBool] = None,
         size: Annotated[str | None, Field(description="image size, e.g. 1024x1024")] = None,
-        duration_seconds: float | None = None,
+        duration_seconds: Annotated[float | None, NotBool] = None,
     ) -> Annotated[CallToolResult, Estimate]:
         return await run(service.estimate(model, prompt, max_tokens, size, duration_seconds))
 
@@ -183,7 +193,7 @@ def build_server(service: BlockrunService, stdio_session: str | None = None) -> 
         ctx: Context,
         prompt: str | None = None,
         model: str | None = None,
-        duration_seconds: float | None = None,
+        duration_seconds: Annotated[float | None, NotBool] = None,
         image_url: Annotated[str | None, Field(description="start frame")] = None,
         job_id: Annotated[str | None, Field(description="resume this job")] = None,
     ) -> Annotated[CallToolResult, VideoResult]:
@@ -205,7 +215,9 @@ def build_server(service: BlockrunService, stdio_session: str | None = None) -> 
     )
     async def budget(
         ctx: Context,
-        set_session_limit_usd: Annotated[float | None, Field(description="lower only")] = None,
+        set_session_limit_usd: Annotated[
+            float | None, Field(description="lower only"), NotBool
+        ] = None,
     ) -> Annotated[CallToolResult, BudgetResult]:
         try:
             return _ok(service.budget_status(budget_of(ctx), set_session_limit_usd))

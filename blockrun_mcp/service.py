@@ -577,8 +577,11 @@ class _FailureTranslator:
             text = exc.message
             if self.budget is not None and getattr(exc, "charged", False) is not False:
                 text += f" Budget remaining: ${self._remaining():.6f}."
-            elif self.budget is not None and getattr(exc, "limit", None):
-                pass  # the refusal already says what is left
+            elif getattr(exc, "limit", None) == "per-call cap" and "BLOCKRUN_MAX" not in text:
+                # The signing policy refused it before the budget saw it: say the way out here.
+                text += " Choose a cheaper model or fewer max_tokens, or raise BLOCKRUN_MAX_PER_CALL_USD."
+                if self.budget is not None:
+                    text += f" Budget remaining: ${self._remaining():.6f}."
             return text
         if isinstance(exc, WalletError | UnknownModel | MediaError):
             return str(exc)

@@ -46,6 +46,9 @@ def service_for(
     from blockrun_mcp.sandbox import SandboxServer, SandboxState
     from blockrun_mcp.wallet import throwaway_wallet
 
+    # The sandbox ledger lives in a subfolder; mkdir(parents=True) would create the user's data
+    # dir itself with the default mode, so make it private first.
+    config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     with SandboxServer(SandboxState(network=config.network)) as gateway:
         sandbox_config = config.model_copy(
             update={

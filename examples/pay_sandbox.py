@@ -17,7 +17,9 @@ async def main() -> None:
         payer = X402Payer(lambda: account, SigningPolicy(BASE, max_atomic=100_000))  # $0.10 cap
         gateway = GatewayClient(sandbox.base_url, payer)
         answer, paid = await gateway.chat(
-            ChatRequest(model="openai/gpt-5-mini", messages=[ChatMessage(role="user", content="Hi")])
+            ChatRequest(
+                model="openai/gpt-5-mini", messages=[ChatMessage(role="user", content="Hi")]
+            )
         )
         print(answer.content, paid.cost_atomic / 1e6, paid.receipt.transaction)
         await gateway.aclose()

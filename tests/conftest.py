@@ -10,6 +10,13 @@ import pytest
 from blockrun_mcp.sandbox import SandboxServer
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # blockrun-llm (a test dependency) still declares pydantic v1-style configs; not our code.
+    config.addinivalue_line(
+        "filterwarnings", "ignore:Support for class-based `config`:DeprecationWarning"
+    )
+
+
 @pytest.fixture
 def sandbox() -> Iterator[SandboxServer]:
     """A running sandbox gateway (network base, every payer starts with $10), fresh per test."""

@@ -18,7 +18,6 @@ from blockrun_mcp.x402.errors import (
 )
 from blockrun_mcp.x402.payer import Quote
 from tests.payer_support import (
-    CHEAP_MODEL,
     FREE_MODEL,
     HoldRecorder,
     assert_every_payment_valid,
@@ -124,7 +123,7 @@ async def test_overpriced_quote_is_refused_by_the_cap(sandbox, funded_account):
 
 async def test_payto_changing_between_quotes_is_never_mixed(sandbox, gateway):
     sandbox.state.set_faults(hostile_terms="payto_changes")
-    answer, paid = await gateway.chat(chat_request())
+    _answer, paid = await gateway.chat(chat_request())
     # Each payment goes to the payTo of the 402 it answers, echoed exactly.
     sent = decode(paid.payment.header_value)
     assert sent["payload"]["authorization"]["to"] == sent["accepted"]["payTo"]
@@ -170,7 +169,7 @@ async def test_5xx_before_payment_signs_nothing(sandbox, gateway):
 async def test_retry_after_5xx_resends_the_same_header(sandbox, gateway, status):
     sandbox.state.set_faults(status_after_payment=status, times=1)
     holds = HoldRecorder()
-    answer, paid = await gateway.chat(chat_request(), approve=holds)
+    _answer, _paid = await gateway.chat(chat_request(), approve=holds)
     seen = nonces(sandbox.state)
     assert len(seen) == 2 and len(set(seen)) == 1, "one nonce per logical request"
     assert len(sandbox.state.settlements) == 1
@@ -278,7 +277,7 @@ async def test_per_call_cap_refuses_before_signing(sandbox, funded_account):
 
 
 async def test_images_as_data_uri_and_url(sandbox, gateway):
-    data_uri, paid = await gateway.generate_images(
+    data_uri, _paid = await gateway.generate_images(
         ImageRequest(model="openai/gpt-image-1", prompt="a cat")
     )
     assert data_uri[0].url.startswith("data:image/png;base64,")
@@ -336,7 +335,7 @@ async def test_concurrent_payments_use_distinct_nonces(sandbox, gateway):
     results = []
 
     async def one(i: int) -> None:
-        answer, paid = await gateway.chat(chat_request(f"question {i}"))
+        _answer, paid = await gateway.chat(chat_request(f"question {i}"))
         results.append(paid.payment.nonce)
 
     async with anyio.create_task_group() as group:
