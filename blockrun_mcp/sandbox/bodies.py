@@ -164,6 +164,10 @@ def responses_messages(body: ResponsesBody) -> list[dict[str, Any]]:
 
 
 def parse_responses(raw: Any) -> PricedRequest:
+    if isinstance(raw, dict) and raw.get("stream") is True:
+        raise BadRequest(
+            "the sandbox serves /v1/responses unstreamed; stream with /v1/chat/completions"
+        )
     body = _validate(ResponsesBody, raw)
     entry = _model(body.model, "chat")
     if entry.provider != "openai":

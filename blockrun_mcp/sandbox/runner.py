@@ -186,5 +186,7 @@ def run_sandbox(host: str, port: int, network: str = "base") -> None:
     server = _server(state, host, actual_port)
     try:
         server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises Ctrl-C after its graceful shutdown; stopping is the intent
     finally:
         sock.close()

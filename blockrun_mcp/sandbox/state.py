@@ -92,10 +92,15 @@ class SandboxState:
         with self.lock:
             self.faults = Faults()
             self.settlements: list[Settlement] = []
+            # Every decoded payment header, as received, so tests can re-verify each one.
             self.payments_seen: list[dict[str, Any]] = []
+            # Every requirement a 402 offered; `issued` also says which request it was for.
             self.issued_terms: list[dict[str, Any]] = []
             self.issued: list[IssuedRequirement] = []
+            # Atomic USDC per checksummed payer; payers not listed hold the starting balance.
             self.balances: dict[str, int] = {}
+            # (method, path, had a payment header) of every /api request; /_sandbox/* is left
+            # out so test controls never disturb what a test counts.
             self.requests_seen: list[tuple[str, str, bool]] = []
             # (path, JSON body) of each request to a paid endpoint, so a test can check what a
             # client asked for (a streamed chat, the exact messages) as well as what it paid.
