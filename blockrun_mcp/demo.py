@@ -27,6 +27,8 @@ async def run_demo(out: Any = sys.stdout) -> int:
     """Drive every tool once; print a readable line each. Returns the number of failed tools."""
     from mcp import Client, StdioServerParameters
 
+    from blockrun_mcp.server import TOOL_NAMES
+
     def say(line: str = "") -> None:
         print(line, file=out, flush=True)
 
@@ -104,15 +106,7 @@ async def run_demo(out: Any = sys.stdout) -> int:
                 f"{_money(budget['session_limit_usd'])} this session; {_money(budget['budget_remaining_usd'])} left; "
                 f"{len(budget.get('recent', []))} receipts"
             )
-        missing = {
-            "ask_model",
-            "list_models",
-            "estimate_cost",
-            "generate_image",
-            "generate_video",
-            "budget",
-            "wallet",
-        } - tools
+        missing = TOOL_NAMES - tools
         if missing:
             failures += len(missing)
             say(f"  MISSING TOOLS: {', '.join(sorted(missing))}")

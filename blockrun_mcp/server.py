@@ -27,6 +27,18 @@ INSTRUCTIONS = (
     "cost_usd and budget_remaining_usd. estimate_cost is free."
 )
 
+TOOL_NAMES = frozenset(
+    {
+        "ask_model",
+        "list_models",
+        "estimate_cost",
+        "generate_image",
+        "generate_video",
+        "budget",
+        "wallet",
+    }
+)
+
 PAID = ToolAnnotations(
     readOnlyHint=False, destructiveHint=False, idempotentHint=False, openWorldHint=True
 )

@@ -28,19 +28,11 @@ from pydantic import SecretStr
 from blockrun_mcp.config import Config, load_config
 from blockrun_mcp.ledger import Ledger, PaymentRow
 from blockrun_mcp.sandbox import SandboxServer, SandboxState
-from blockrun_mcp.server import build_server
+from blockrun_mcp.server import TOOL_NAMES, build_server
 from blockrun_mcp.service import BlockrunService, ServiceOptions
 from blockrun_mcp.wallet import Wallet
 
-TOOLS = {
-    "ask_model",
-    "list_models",
-    "estimate_cost",
-    "generate_image",
-    "generate_video",
-    "budget",
-    "wallet",
-}
+TOOLS = TOOL_NAMES
 CHEAP_MODEL = "openai/gpt-5-mini"
 NANO_MODEL = "openai/gpt-5-nano"
 OPUS = "anthropic/claude-opus-4.7"
