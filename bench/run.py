@@ -82,7 +82,9 @@ class Sandbox:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
-                httpx.get(f"http://127.0.0.1:{self.port}/_sandbox/state", timeout=1).raise_for_status()
+                httpx.get(
+                    f"http://127.0.0.1:{self.port}/_sandbox/state", timeout=1
+                ).raise_for_status()
                 return self
             except httpx.HTTPError:
                 time.sleep(0.05)
@@ -94,7 +96,9 @@ class Sandbox:
             self.process.wait(10)
 
     def faults(self, **faults: Any) -> None:
-        httpx.post(f"http://127.0.0.1:{self.port}/_sandbox/faults", json=faults, timeout=5).raise_for_status()
+        httpx.post(
+            f"http://127.0.0.1:{self.port}/_sandbox/faults", json=faults, timeout=5
+        ).raise_for_status()
 
     def settled(self) -> int:
         state = httpx.get(f"http://127.0.0.1:{self.port}/_sandbox/state", timeout=5).json()
@@ -171,7 +175,9 @@ class Server:
 
         from mcp import Client, StdioServerParameters
 
-        params = StdioServerParameters(command=sys.executable, args=["-m", "blockrun_mcp"], env=self.env)
+        params = StdioServerParameters(
+            command=sys.executable, args=["-m", "blockrun_mcp"], env=self.env
+        )
         self._stack = AsyncExitStack()
         self.client = await self._stack.enter_async_context(Client(params, mode="legacy"))
         return self
@@ -190,7 +196,9 @@ class Server:
     def pid(self) -> int:
         # The newest python child of ours running blockrun_mcp.
         out = subprocess.run(
-            ["pgrep", "-n", "-f", "blockrun_mcp$", "-P", str(os.getpid())], capture_output=True, text=True
+            ["pgrep", "-n", "-f", "blockrun_mcp$", "-P", str(os.getpid())],
+            capture_output=True,
+            text=True,
         )
         return int(out.stdout.split()[0])
 
@@ -206,7 +214,11 @@ async def bare_paid_call(http: httpx.AsyncClient, base_url: str, account: Any) -
     """The baseline: one 402 round trip paid by hand with httpx + eth-account."""
     from eth_account.messages import encode_typed_data
 
-    body = {"model": MODEL, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": MAX_TOKENS}
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": MAX_TOKENS,
+    }
     url = f"{base_url}/v1/chat/completions"
     challenge = await http.post(url, json=body)
     terms = json.loads(base64.b64decode(challenge.headers["payment-required"]))
@@ -250,7 +262,10 @@ async def bare_paid_call(http: httpx.AsyncClient, base_url: str, account: Any) -
         "x402Version": 2,
         "resource": terms["resource"],
         "accepted": accepted,
-        "payload": {"signature": signature if signature.startswith("0x") else "0x" + signature, "authorization": authorization},
+        "payload": {
+            "signature": signature if signature.startswith("0x") else "0x" + signature,
+            "authorization": authorization,
+        },
     }
     header = base64.b64encode(json.dumps(payload).encode()).decode()
     paid = await http.post(url, json=body, headers={"PAYMENT-SIGNATURE": header})
@@ -264,7 +279,9 @@ async def bench_paid(settings: Settings, sandbox: Sandbox, env: dict[str, str]) 
     account = Account.create()
     async with Server(env) as server, httpx.AsyncClient(timeout=60) as http:
         tools = await server.client.list_tools()
-        tools_json = json.dumps([t.model_dump(by_alias=True, exclude_none=True, mode="json") for t in tools.tools])
+        tools_json = json.dumps(
+            [t.model_dump(by_alias=True, exclude_none=True, mode="json") for t in tools.tools]
+        )
         idle_rss = rss_mb(server.pid())
 
         for _ in range(3):  # warm both paths: imports, pools, the catalog cache
@@ -288,7 +305,10 @@ async def bench_paid(settings: Settings, sandbox: Sandbox, env: dict[str, str]) 
                 ratio,
                 "<= 1.5x",
                 ratio <= 1.5,
-                [f"absolute overhead {ours_ms - bare_ms:.1f} ms per call", f"{settings.calls} calls each"],
+                [
+                    f"absolute overhead {ours_ms - bare_ms:.1f} ms per call",
+                    f"{settings.calls} calls each",
+                ],
             )
         )
 
@@ -414,15 +434,23 @@ async def main_async(settings: Settings) -> list[Figure]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="tiny counts; check it works, write nothing")
-    parser.add_argument("--latency-ms", type=int, default=200, help="simulated model latency (default 200)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny counts; check it works, write nothing"
+    )
+    parser.add_argument(
+        "--latency-ms", type=int, default=200, help="simulated model latency (default 200)"
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     args = parser.parse_args()
     if args.smoke:
         settings = Settings(True, args.latency_ms, spawns=1, calls=2, concurrent=4, soak_calls=5)
     else:
-        settings = Settings(False, args.latency_ms, spawns=9, calls=40, concurrent=32, soak_calls=1000)
+        settings = Settings(
+            False, args.latency_ms, spawns=9, calls=40, concurrent=32, soak_calls=1000
+        )
     started = time.monotonic()
     figures = asyncio.run(main_async(settings))
     elapsed = time.monotonic() - started

@@ -9,14 +9,56 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from blockrun_mcp.config import Config
+    from blockrun_mcp.wallet import Wallet
 
 EPILOG = """examples:
   blockrun-mcp                          serve MCP over stdio (what MCP hosts run)
   blockrun-mcp demo                     try every tool against the built-in sandbox, no funds needed
+  blockrun-mcp doctor                   check the set-up: key, gateway, budgets, folders, PATH
+  blockrun-mcp wallet create            make a wallet, then send it USDC on Base
+  blockrun-mcp models --category chat --max-price 2
+  blockrun-mcp spend --days 7           what was spent, by day, session, tool and model
   blockrun-mcp serve --sandbox          serve with the sandbox gateway and a throwaway wallet
   blockrun-mcp sandbox --port 8787      run the sandbox gateway alone
+
+Every command takes --help. Settings come from BLOCKRUN_* environment variables (see README).
 """
+
+
+def _command(
+    commands: argparse._SubParsersAction, name: str, help: str, description: str, epilog: str
+) -> argparse.ArgumentParser:
+    return commands.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,15 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"blockrun-mcp {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    serve = commands.add_parser(
+    serve = _command(
+        commands,
         "serve",
-        help="serve MCP over stdio (default) or Streamable HTTP",
-        description="Serve the MCP server. With no command at all, blockrun-mcp serves over stdio.",
-        epilog=(
-            "examples:\n  blockrun-mcp serve\n  blockrun-mcp serve --sandbox\n"
-            "  BLOCKRUN_HTTP_TOKEN=$(openssl rand -hex 24) blockrun-mcp serve --transport http --port 8402"
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "serve MCP over stdio (default) or Streamable HTTP",
+        "Serve the MCP server. With no command at all, blockrun-mcp serves over stdio.",
+        "examples:\n  blockrun-mcp serve\n  blockrun-mcp serve --sandbox\n"
+        "  BLOCKRUN_HTTP_TOKEN=$(openssl rand -hex 24) blockrun-mcp serve --transport http --port 8402",
     )
     serve.add_argument(
         "--transport", choices=["stdio", "http"], default="stdio", help="default stdio"
@@ -52,29 +92,101 @@ def build_parser() -> argparse.ArgumentParser:
         help="use the built-in sandbox gateway and a throwaway wallet (no funds needed)",
     )
 
-    commands.add_parser(
+    _command(
+        commands,
         "demo",
-        help="run every tool once against the sandbox and print what each returned",
-        description="Start the sandbox, connect a real MCP client over stdio and call every tool once.",
-        epilog="example:\n  blockrun-mcp demo",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "run every tool once against the sandbox and print what each returned",
+        "Start the sandbox, connect a real MCP client over stdio and call every tool once.",
+        "example:\n  blockrun-mcp demo",
     )
 
-    wallet = commands.add_parser(
+    wallet = _command(
+        commands,
         "wallet",
-        help="show the paying wallet, or create one",
-        description="Show the wallet blockrun-mcp pays with (never its key), or create a new one.",
-        epilog="examples:\n  blockrun-mcp wallet\n  blockrun-mcp wallet create",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "show the paying wallet and its balance, or create one",
+        "Show the wallet blockrun-mcp pays with: address, network, USDC balance and how to fund\n"
+        "it. The key is never printed, unless you ask with --show-private-key and confirm.",
+        "examples:\n  blockrun-mcp wallet\n  blockrun-mcp wallet create\n"
+        "  BLOCKRUN_NETWORK=base-sepolia blockrun-mcp wallet show\n"
+        "  blockrun-mcp wallet show --show-private-key     (asks you to type the address first)\n\n"
+        "The balance is read from a public Base RPC node (BLOCKRUN_RPC_URL overrides it).",
     )
-    wallet.add_argument("action", nargs="?", choices=["show", "create"], default="show")
+    wallet.add_argument(
+        "action", nargs="?", choices=["show", "create"], default="show", help="default: show"
+    )
+    wallet.add_argument(
+        "--show-private-key",
+        action="store_true",
+        help="print the private key after you confirm at an interactive terminal",
+    )
 
-    sandbox = commands.add_parser(
+    models = _command(
+        commands,
+        "models",
+        "the gateway's models and prices, as a table or JSON",
+        "List the models the gateway offers with their prices (USD per 1M tokens before the\n"
+        "platform fee; per image; per video second).",
+        "examples:\n  blockrun-mcp models\n  blockrun-mcp models --category chat --max-price 2\n"
+        "  blockrun-mcp models --provider anthropic\n  blockrun-mcp models --category image\n"
+        "  blockrun-mcp models --json | jq -r '.models[].id'\n"
+        "  blockrun-mcp models --sandbox        (the sandbox's catalog, no network)",
+    )
+    models.add_argument("--category", help="chat, reasoning, coding, image, video, ...")
+    models.add_argument("--provider", help="openai, anthropic, google, deepseek, nvidia, ...")
+    models.add_argument(
+        "--max-price",
+        type=_non_negative,
+        metavar="USD",
+        help="at most this many USD per 1M output tokens (chat), per image or per video second",
+    )
+    models.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    models.add_argument(
+        "--sandbox", action="store_true", help="list the built-in sandbox's catalog instead"
+    )
+
+    spend = _command(
+        commands,
+        "spend",
+        "what was spent, from the local ledger",
+        "Report spending from the ledger ($BLOCKRUN_DATA_DIR/ledger.sqlite3) by day, session,\n"
+        "tool and model, with totals, pending payments (signed, outcome unknown) and the\n"
+        "receipts' transaction hashes. Read-only: it never changes the ledger.",
+        "examples:\n  blockrun-mcp spend\n  blockrun-mcp spend --days 7\n"
+        "  blockrun-mcp spend --json | jq .totals\n  blockrun-mcp spend --csv > spend.csv\n"
+        "  blockrun-mcp spend --sandbox        (the sandbox's pretend spending)",
+    )
+    spend.add_argument(
+        "--days", type=_positive_int, metavar="N", help="only the last N UTC days (today included)"
+    )
+    spend_format = spend.add_mutually_exclusive_group()
+    spend_format.add_argument("--json", action="store_true", help="print JSON")
+    spend_format.add_argument("--csv", action="store_true", help="print one CSV line per payment")
+    spend.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="read the sandbox ledger ($BLOCKRUN_DATA_DIR/sandbox)",
+    )
+
+    doctor = _command(
+        commands,
+        "doctor",
+        "check the set-up and say how to fix each problem",
+        "Check the settings, the key and its file permissions, the gateway, the network, the\n"
+        "balance, the budgets, the data and output folders, and whether an MCP host can start\n"
+        "the server over stdio. Exits 1 if any check FAILs.",
+        "examples:\n  blockrun-mcp doctor\n  blockrun-mcp doctor --json\n"
+        "  BLOCKRUN_API_URL=http://127.0.0.1:8787/api blockrun-mcp doctor\n\n"
+        "It checks this shell's environment: if your host's config sets env vars, run it with\n"
+        "the same ones.",
+    )
+    doctor.add_argument("--json", action="store_true", help="print JSON")
+
+    sandbox = _command(
+        commands,
         "sandbox",
-        help="run the local sandbox gateway (a BlockRun look-alike)",
-        description="Run the sandbox gateway on loopback. Point BLOCKRUN_API_URL at the URL it prints.",
-        epilog="example:\n  blockrun-mcp sandbox --port 8787\n  BLOCKRUN_API_URL=http://127.0.0.1:8787/api blockrun-mcp",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "run the local sandbox gateway (a BlockRun look-alike)",
+        "Run the sandbox gateway on loopback. Point BLOCKRUN_API_URL at the URL it prints.",
+        "example:\n  blockrun-mcp sandbox --port 8787\n  BLOCKRUN_API_URL=http://127.0.0.1:8787/api blockrun-mcp",
     )
     sandbox.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     sandbox.add_argument(
@@ -86,9 +198,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(message: str) -> NoReturn:
+def _fail(message: str, code: int = 2) -> NoReturn:
     print(f"blockrun-mcp: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(code)
+
+
+def _config() -> Config:
+    from blockrun_mcp.config import ConfigError, load_config
+
+    try:
+        return load_config()
+    except ConfigError as exc:
+        _fail(f"{exc} (`blockrun-mcp doctor` checks every setting)")
 
 
 def _serve(transport: str, host: str, port: int, sandbox: bool) -> None:
@@ -110,32 +231,154 @@ def _serve(transport: str, host: str, port: int, sandbox: bool) -> None:
             anyio.run(serve_stdio, service)
 
 
-def _wallet(action: str) -> None:
-    from blockrun_mcp.config import ConfigError, load_config
+def _wallet(action: str, show_private_key: bool) -> None:
     from blockrun_mcp.wallet import WalletError, create_wallet, find_wallet, key_file_candidates
 
+    if show_private_key and not sys.stdin.isatty():
+        _fail(
+            "refusing to print the private key: that needs an interactive terminal where you "
+            "confirm it (no pipes, no scripts)."
+        )
+    config = _config()
+    created = False
     try:
-        config = load_config()
         wallet = find_wallet(config)
         if action == "create":
             if wallet is not None:
-                print(f"A wallet already exists ({wallet.source}); not creating another.")
+                print(f"A wallet already exists ({wallet.source}); not creating another.\n")
             else:
                 wallet = create_wallet(key_file_candidates(config.home)[0])
+                created = True
                 print(
-                    f"Created a new wallet; its key is in {wallet.source} (mode 0600). Back it up."
+                    f"Created a new wallet; its key is in {wallet.source} (mode 0600). "
+                    "Back that file up: whoever holds it can spend the wallet's USDC.\n"
                 )
         if wallet is None:
             _fail("No wallet found. Create one with `blockrun-mcp wallet create`.")
-    except (ConfigError, WalletError) as exc:
+    except WalletError as exc:
         _fail(str(exc))
+    _print_wallet(config, wallet, created)
+    if show_private_key:
+        _reveal_key(wallet)
+
+
+def _print_wallet(config: Config, wallet: Wallet, created: bool) -> None:
+    from blockrun_mcp.chain import BalanceUnavailable, usdc_balance_atomic
     from blockrun_mcp.x402.networks import network_by_name
 
     network = network_by_name(config.network)
-    print(f"address  {wallet.address}")
-    print(f"network  {network.name} ({network.caip2})")
-    print(f"key      {wallet.source}")
-    print(f"fund it  send USDC on {network.name} to {wallet.address} (no ETH needed)")
+    if created:
+        balance = "0 USDC (new wallet)"
+    else:
+        try:
+            atomic = usdc_balance_atomic(config.rpc_url, network.usdc, wallet.address)
+            balance = f"{atomic / 1_000_000:,.6f}".rstrip("0").rstrip(".") + " USDC"
+        except BalanceUnavailable:
+            balance = "unknown (network unreachable)"
+    if network.name == "base":
+        fund = (
+            f"send USDC on Base to {wallet.address} from an exchange or wallet that withdraws "
+            "to Base (no ETH needed: payments are gasless signatures)"
+        )
+    else:
+        fund = f"get test USDC for {wallet.address} at https://faucet.circle.com (Base Sepolia)"
+    print(f"address: {wallet.address}")
+    print(f"network: {network.name} ({network.caip2})")
+    print(f"key:     {wallet.source}")
+    print(f"balance: {balance}")
+    print(f"fund it: {fund}")
+
+
+def _reveal_key(wallet: Wallet) -> None:
+    print(
+        "\nThe private key gives full control of this wallet's funds. Anyone who sees it can "
+        "spend them.",
+        file=sys.stderr,
+    )
+    try:
+        answer = input(f"Type the address ({wallet.address}) or 'yes' to print it: ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() not in ("yes", wallet.address.lower()):
+        _fail("not confirmed; the private key was not printed.")
+    print(wallet.reveal_private_key())
+
+
+def _models(args: argparse.Namespace) -> None:
+    import json
+
+    import anyio
+    import httpx
+
+    from blockrun_mcp.gateway import GatewayClient, GatewayError
+    from blockrun_mcp.reports import filter_models, models_json, models_text
+
+    async def fetch(api_url: str) -> list:
+        http = httpx.AsyncClient(timeout=15.0, headers={"User-Agent": "blockrun-mcp"})
+        gateway = GatewayClient(api_url, None, http=http)
+        try:
+            return await gateway.list_models()
+        finally:
+            await gateway.aclose()
+
+    try:
+        if args.sandbox:
+            from blockrun_mcp.sandbox import SandboxServer
+
+            with SandboxServer() as sandbox:
+                entries = anyio.run(fetch, sandbox.base_url)
+            source = "the built-in sandbox"
+        else:
+            api_url = _config().api_url
+            entries = anyio.run(fetch, api_url)
+            source = api_url
+    except GatewayError as exc:
+        _fail(f"{exc.message} (`blockrun-mcp models --sandbox` works offline)", code=1)
+    entries = filter_models(
+        entries, category=args.category, provider=args.provider, max_price=args.max_price
+    )
+    if args.json:
+        print(json.dumps({"source": source, "models": models_json(entries)}, indent=2))
+    else:
+        print(models_text(entries, source))
+
+
+def _spend(args: argparse.Namespace) -> None:
+    import json
+    import sqlite3
+
+    from blockrun_mcp.reports import (
+        ledger_path,
+        read_payments,
+        since_day,
+        spend_csv,
+        spend_summary,
+        spend_text,
+    )
+
+    path = ledger_path(_config().data_dir, sandbox=args.sandbox)
+    since = since_day(args.days)
+    try:
+        payments = read_payments(path, since)
+    except sqlite3.Error as exc:
+        _fail(f"the ledger {path} cannot be read ({exc}); `blockrun-mcp doctor` says more", 1)
+    if args.csv:
+        sys.stdout.write(spend_csv(payments))
+        return
+    summary = spend_summary(payments, path, since)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(spend_text(summary, sandbox=args.sandbox))
+
+
+def _doctor(as_json: bool) -> None:
+    from blockrun_mcp.doctor import FAIL, checks_json, render_checks, run_checks
+    from blockrun_mcp.tables import use_colour
+
+    checks = run_checks()
+    print(checks_json(checks) if as_json else render_checks(checks, use_colour()))
+    sys.exit(1 if any(c.status == FAIL for c in checks) else 0)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -156,7 +399,16 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         sys.exit(1 if anyio.run(run_demo) else 0)
     if args.command == "wallet":
-        _wallet(args.action)
+        _wallet(args.action, args.show_private_key)
+        return
+    if args.command == "models":
+        _models(args)
+        return
+    if args.command == "spend":
+        _spend(args)
+        return
+    if args.command == "doctor":
+        _doctor(args.json)
         return
     if args.command == "sandbox":
         from blockrun_mcp.sandbox import run_sandbox

@@ -11,6 +11,23 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 DEFAULT_API_URL = "https://blockrun.ai/api"
 NETWORK_NAMES = ("base", "base-sepolia")
+# Public JSON-RPC endpoints, used only to show the wallet's USDC balance.
+DEFAULT_RPC_URLS = {"base": "https://mainnet.base.org", "base-sepolia": "https://sepolia.base.org"}
+
+# Every variable load_config reads. The manifests, the README and `doctor` are checked against it.
+ENV_VARS = (
+    "BLOCKRUN_API_URL",
+    "BLOCKRUN_WALLET_KEY",
+    "BASE_CHAIN_WALLET_KEY",
+    "BLOCKRUN_NETWORK",
+    "BLOCKRUN_SESSION_BUDGET_USD",
+    "BLOCKRUN_MAX_PER_CALL_USD",
+    "BLOCKRUN_DAILY_BUDGET_USD",
+    "BLOCKRUN_DATA_DIR",
+    "BLOCKRUN_OUTPUT_DIR",
+    "BLOCKRUN_HTTP_TOKEN",
+    "BLOCKRUN_RPC_URL",
+)
 
 
 class ConfigError(ValueError):
@@ -30,6 +47,7 @@ class Config(BaseModel):
     data_dir: Path = Path("~/.blockrun/mcp").expanduser()
     output_dir: Path = Path("~/.blockrun/mcp/media").expanduser()
     http_token: SecretStr | None = None
+    rpc_url: str = DEFAULT_RPC_URLS["base"]  # for the balance shown by `wallet` and `doctor`
     home: Path = Path("~").expanduser()  # where ~/.blockrun key files are looked up
 
 
@@ -50,20 +68,18 @@ def _money(env: Mapping[str, str], name: str, default: float | None) -> float | 
     return value
 
 
-def _api_url(raw: str) -> str:
+def _api_url(raw: str, name: str = "BLOCKRUN_API_URL", example: str = DEFAULT_API_URL) -> str:
     from urllib.parse import urlparse
 
     url = raw.strip().rstrip("/")
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ConfigError(
-            f"BLOCKRUN_API_URL={raw!r} is not an http(s) URL; use e.g. {DEFAULT_API_URL}"
-        )
+        raise ConfigError(f"{name}={raw!r} is not an http(s) URL; use e.g. {example}")
     loopback = parsed.hostname in ("localhost", "127.0.0.1", "::1")
     if parsed.scheme == "http" and not loopback:
         raise ConfigError(
-            f"BLOCKRUN_API_URL={raw!r} uses plain http to a remote host; use https "
-            "(plain http is allowed only for a local sandbox on 127.0.0.1)"
+            f"{name}={raw!r} uses plain http to a remote host; use https "
+            "(plain http is allowed only for a local server on 127.0.0.1)"
         )
     return url
 
@@ -113,5 +129,10 @@ def load_config(env: Mapping[str, str] | None = None, *, home: Path | None = Non
         data_dir=data_dir.resolve(),
         output_dir=output_dir.resolve(),
         http_token=SecretStr(token) if token else None,
+        rpc_url=_api_url(
+            env.get("BLOCKRUN_RPC_URL", "") or DEFAULT_RPC_URLS[network],
+            "BLOCKRUN_RPC_URL",
+            DEFAULT_RPC_URLS[network],
+        ),
         home=home,
     )

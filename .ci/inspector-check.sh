@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# A real third-party MCP client against `blockrun-mcp serve --sandbox`: the MCP Inspector CLI from
+# npm lists the tools and calls ask_model, over stdio and over Streamable HTTP with a bearer token.
+# Fails if the Inspector reports an error, a tool is missing, or ask_model's result is an error.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+INSPECTOR_VERSION="${INSPECTOR_VERSION:-2.12.0}"
+TOOLS="ask_model list_models estimate_cost generate_image generate_video budget wallet"
+PYTHON="$PWD/.venv/bin/python"
+SERVER="$PWD/.venv/bin/blockrun-mcp"
+
+work="$(mktemp -d)"
+server_pid=""
+cleanup() {
+    if [[ -n "$server_pid" ]]; then
+        kill "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+if ! command -v npm >/dev/null; then
+    echo "inspector-check: npm (Node.js 20 or later) is needed to install the MCP Inspector" >&2
+    exit 1
+fi
+# npm keeps its download cache where it always does; everything else the Inspector and the server
+# write (Inspector state, ledger, media) stays in $work.
+export npm_config_cache="${npm_config_cache:-$HOME/.npm}"
+export HOME="$work/home" NO_COLOR=1
+mkdir -p "$HOME"
+
+echo "inspector-check: installing @modelcontextprotocol/inspector@$INSPECTOR_VERSION from npm"
+if ! npm install --no-save --no-audit --no-fund --loglevel=error --prefix "$work/npm" \
+    "@modelcontextprotocol/inspector@$INSPECTOR_VERSION" >"$work/npm.log" 2>&1; then
+    cat "$work/npm.log" >&2
+    exit 1
+fi
+INSPECTOR="$work/npm/node_modules/.bin/mcp-inspector"
+
+# Runs the Inspector CLI; its JSON result goes to $work/$1.json, its stderr to $work/$1.log.
+inspect() {
+    local name="$1"
+    shift
+    if ! "$INSPECTOR" --cli --format json "$@" >"$work/$name.json" 2>"$work/$name.log"; then
+        echo "inspector-check: FAILED $name (the Inspector exited non-zero)" >&2
+        cat "$work/$name.json" "$work/$name.log" >&2
+        exit 1
+    fi
+}
+
+# Checks one Inspector JSON result: `list` wants every tool, `call` wants a paid, non-error answer.
+verify() {
+    "$PYTHON" - "$work/$1.json" "$2" "$TOOLS" <<'PY'
+import json, sys
+
+path, kind, tools = sys.argv[1], sys.argv[2], set(sys.argv[3].split())
+with open(path, encoding="utf-8") as handle:
+    data = json.load(handle)
+if "error" in data or "result" not in data:
+    sys.exit(f"inspector-check: {path}: the Inspector reported an error: {data}")
+result = data["result"]
+if kind == "list":
+    names = {tool["name"] for tool in result.get("tools", [])}
+    if tools - names:
+        sys.exit(f"inspector-check: tools missing: {sorted(tools - names)} (got {sorted(names)})")
+    print(f"  tools/list: all {len(tools)} tools present")
+else:
+    if result.get("isError"):
+        sys.exit(f"inspector-check: ask_model returned an error: {result.get('content')}")
+    answer = result.get("structuredContent") or {}
+    if not answer.get("content") or not answer.get("cost_usd", 0) > 0:
+        sys.exit(f"inspector-check: ask_model's result is not a paid answer: {answer}")
+    print(
+        f"  tools/call ask_model: {answer['model']} answered, paid ${answer['cost_usd']}, "
+        f"tx {str(answer.get('transaction'))[:14]}..."
+    )
+PY
+}
+
+ask_args=(--method tools/call --tool-name ask_model
+    --tool-arg "prompt=Say hello to the MCP Inspector" --tool-arg model=openai/gpt-5-mini
+    --tool-arg max_tokens=64)
+
+echo "inspector-check: stdio ($SERVER serve --sandbox)"
+inspect stdio-list --strict --method tools/list -- "$SERVER" serve --sandbox
+verify stdio-list list
+inspect stdio-call "${ask_args[@]}" -- "$SERVER" serve --sandbox
+verify stdio-call call
+
+port="$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+token="$("$PYTHON" -c 'import secrets; print(secrets.token_hex(24))')"
+url="http://127.0.0.1:$port/mcp"
+echo "inspector-check: Streamable HTTP with a bearer token ($url)"
+BLOCKRUN_HTTP_TOKEN="$token" "$SERVER" serve --transport http --port "$port" --sandbox \
+    >"$work/server.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 100); do
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+        echo "inspector-check: the HTTP server exited:" >&2
+        cat "$work/server.log" >&2
+        exit 1
+    fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        break
+    fi
+    sleep 0.1
+done
+
+inspect http-list --strict --method tools/list --transport http --server-url "$url" \
+    --header "Authorization: Bearer $token"
+verify http-list list
+inspect http-call "${ask_args[@]}" --transport http --server-url "$url" \
+    --header "Authorization: Bearer $token"
+verify http-call call
+
+# The same client without the token must be turned away.
+if "$INSPECTOR" --cli --format json --stored-auth-only --method tools/list --transport http \
+    --server-url "$url" >"$work/http-denied.json" 2>&1; then
+    echo "inspector-check: FAILED: the HTTP server answered a client without the token" >&2
+    exit 1
+fi
+if ! grep -q -e auth_required -e 401 "$work/http-denied.json"; then
+    echo "inspector-check: FAILED: without the token the Inspector failed for another reason:" >&2
+    cat "$work/http-denied.json" >&2
+    exit 1
+fi
+echo "  without the token: refused (401), as it should be"
+echo "inspector-check: ok"

@@ -1,0 +1,499 @@
+"""`blockrun-mcp doctor`: every way the set-up can be wrong, each with its fix.
+
+Checks only look: nothing is created, signed or paid. The network is touched twice, both with
+short timeouts: the gateway's free catalog (GET /v1/models) and one `eth_call` for the balance.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from blockrun_mcp.config import DEFAULT_API_URL, ENV_VARS, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from blockrun_mcp.config import Config
+    from blockrun_mcp.wallet import Wallet
+
+GATEWAY_TIMEOUT_SECONDS = 5.0
+STDIO_TIMEOUT_SECONDS = 30.0
+# The PATH a GUI app gets on macOS (launchd) and often on Linux desktops: no ~/.local/bin.
+GUI_HOST_PATH = ("/usr/bin", "/bin", "/usr/sbin", "/sbin")
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+
+
+@dataclass
+class Check:
+    area: str
+    status: str  # ok, warn or FAIL
+    detail: str
+    fix: str = ""
+
+
+def run_checks(env: Mapping[str, str] | None = None, *, start_server: bool = True) -> list[Check]:
+    """Every check, in order. `start_server=False` skips starting the server over stdio."""
+    env = dict(os.environ if env is None else env)
+    checks: list[Check] = []
+    config = _settings(env, checks)
+    wallet = _key(config, checks)
+    _network(config, checks)
+    _gateway(config, checks)
+    if wallet is not None:
+        _balance(config, wallet, checks)
+    _budgets(config, checks)
+    _directory("data dir", config.data_dir, "BLOCKRUN_DATA_DIR", checks, private=True)
+    _ledger(config.data_dir / "ledger.sqlite3", checks)
+    _directory("output dir", config.output_dir, "BLOCKRUN_OUTPUT_DIR", checks, private=False)
+    _stdio(env, checks, start_server)
+    return checks
+
+
+# --- settings -------------------------------------------------------------------------------
+
+
+def _settings(env: dict[str, str], checks: list[Check]) -> Config:
+    """Validate each variable on its own, so every bad one is named; go on without the bad ones."""
+    home = env.get("HOME", "")
+    bad = []
+    for name in ENV_VARS:
+        if not env.get(name, "").strip():
+            continue
+        try:
+            load_config({"HOME": home, name: env[name]})
+        except ConfigError as exc:
+            bad.append(name)
+            checks.append(
+                Check(
+                    "settings",
+                    FAIL,
+                    str(exc),
+                    f"correct {name} where it is set (your MCP host's config or your shell), "
+                    "or remove it to use the default",
+                )
+            )
+    if not bad:
+        used = [n for n in ENV_VARS if env.get(n, "").strip()]
+        detail = f"valid ({', '.join(used)})" if used else "valid (all defaults)"
+        checks.append(Check("settings", OK, detail))
+    for name in sorted(env):
+        if name.startswith("BLOCKRUN_") and name not in ENV_VARS:
+            close = difflib.get_close_matches(name, ENV_VARS, n=1, cutoff=0.6)
+            checks.append(
+                Check(
+                    "settings",
+                    WARN,
+                    f"{name} is not a blockrun-mcp setting and is ignored",
+                    f"did you mean {close[0]}?"
+                    if close
+                    else "the README's Configuration table lists every variable",
+                )
+            )
+    try:
+        config = load_config({k: v for k, v in env.items() if k not in bad})
+    except ConfigError:  # not expected: each variable passed alone
+        config = load_config({"HOME": home})
+    return config
+
+
+# --- key and wallet -------------------------------------------------------------------------
+
+
+def _key(config: Config, checks: list[Check]) -> Wallet | None:
+    from blockrun_mcp.wallet import WalletError, find_wallet, key_file_candidates
+
+    try:
+        wallet = find_wallet(config)
+    except WalletError as exc:
+        checks.append(
+            Check(
+                "key",
+                FAIL,
+                str(exc),
+                "fix the key as the message says; never paste a key into a chat or a shared file",
+            )
+        )
+        return None
+    if wallet is None:
+        files = " or ".join(str(p) for p in key_file_candidates(config.home))
+        checks.append(
+            Check(
+                "key",
+                WARN,
+                f"no wallet key (looked in BLOCKRUN_WALLET_KEY, BASE_CHAIN_WALLET_KEY, {files}); "
+                "only free models will work",
+                "run `blockrun-mcp wallet create`, then send it USDC on Base",
+            )
+        )
+        return None
+    path = Path(wallet.source)
+    where = wallet.source
+    if path.is_file():
+        where = f"{path} (mode {stat.S_IMODE(path.stat().st_mode):o})"
+    checks.append(Check("key", OK, f"{wallet.address} from {where}"))
+    return wallet
+
+
+def _network(config: Config, checks: list[Check]) -> None:
+    from blockrun_mcp.x402.networks import network_by_name
+
+    spec = network_by_name(config.network)
+    detail = f"{spec.name} ({spec.caip2}): payments are signed only for USDC {spec.usdc}"
+    if spec.name != "base" and config.api_url == DEFAULT_API_URL:
+        checks.append(
+            Check(
+                "network",
+                WARN,
+                f"{detail}, but {DEFAULT_API_URL} quotes on Base mainnet, so paid calls will be "
+                "refused before signing",
+                "unset BLOCKRUN_NETWORK for real use, or test with "
+                "BLOCKRUN_API_URL=https://testnet.blockrun.ai/api",
+            )
+        )
+        return
+    checks.append(Check("network", OK, detail))
+
+
+def _gateway(config: Config, checks: list[Check]) -> None:
+    import anyio
+    import httpx
+
+    from blockrun_mcp.gateway import GatewayClient, GatewayError, GatewayUnreachable
+
+    async def fetch() -> int:
+        http = httpx.AsyncClient(
+            timeout=GATEWAY_TIMEOUT_SECONDS, headers={"User-Agent": "blockrun-mcp doctor"}
+        )
+        gateway = GatewayClient(config.api_url, None, http=http)
+        try:
+            return len(await gateway.list_models())
+        finally:
+            await gateway.aclose()
+
+    url = f"{config.api_url}/v1/models"
+    started = time.monotonic()
+    try:
+        count = anyio.run(fetch)
+    except GatewayUnreachable:
+        checks.append(
+            Check(
+                "gateway",
+                FAIL,
+                f"{url} cannot be reached (no answer within {GATEWAY_TIMEOUT_SECONDS:g} s)",
+                "check your internet connection, proxy or firewall, and BLOCKRUN_API_URL "
+                f"(default {DEFAULT_API_URL}); to work offline use `blockrun-mcp serve --sandbox`",
+            )
+        )
+        return
+    except GatewayError as exc:
+        hint = "BLOCKRUN_API_URL must be the gateway's base URL, ending in /api"
+        if exc.status == 404 and not config.api_url.endswith("/api"):
+            hint = f"add /api: BLOCKRUN_API_URL={config.api_url}/api"
+        checks.append(
+            Check("gateway", FAIL, f"{url} is not a BlockRun model catalog: {exc.message}", hint)
+        )
+        return
+    elapsed = (time.monotonic() - started) * 1000
+    checks.append(Check("gateway", OK, f"{url} answered with {count} models in {elapsed:.0f} ms"))
+
+
+def _balance(config: Config, wallet: Wallet, checks: list[Check]) -> None:
+    from blockrun_mcp.chain import BalanceUnavailable, usdc_balance_atomic
+    from blockrun_mcp.x402.networks import network_by_name
+
+    spec = network_by_name(config.network)
+    try:
+        atomic = usdc_balance_atomic(config.rpc_url, spec.usdc, wallet.address)
+    except BalanceUnavailable as exc:
+        checks.append(
+            Check(
+                "balance",
+                WARN,
+                f"unknown: the RPC node could not be asked ({exc})",
+                "not needed for payments; set BLOCKRUN_RPC_URL to another Base RPC to see it",
+            )
+        )
+        return
+    usd = atomic / 1_000_000
+    if atomic == 0:
+        checks.append(
+            Check(
+                "balance",
+                WARN,
+                f"0 USDC on {spec.name}: every paid call will fail with 'insufficient funds'",
+                f"send USDC on {spec.name} to {wallet.address} (no ETH needed); free models "
+                "work meanwhile",
+            )
+        )
+        return
+    checks.append(Check("balance", OK, f"{usd:,.6f} USDC on {spec.name}".rstrip("0")))
+
+
+def _budgets(config: Config, checks: list[Check]) -> None:
+    session, per_call, daily = (
+        config.session_budget_usd,
+        config.max_per_call_usd,
+        config.daily_budget_usd,
+    )
+    summary = (
+        f"session ${session:.2f}, per call ${per_call:.2f}, "
+        f"daily {'unset' if daily is None else f'${daily:.2f}'}"
+    )
+    problems = []
+    if session == 0 or per_call == 0 or daily == 0:
+        zero = [
+            name
+            for name, value in (
+                ("BLOCKRUN_SESSION_BUDGET_USD", session),
+                ("BLOCKRUN_MAX_PER_CALL_USD", per_call),
+                ("BLOCKRUN_DAILY_BUDGET_USD", daily),
+            )
+            if value == 0
+        ]
+        problems.append(
+            Check(
+                "budgets",
+                WARN,
+                f"{summary}: {' and '.join(zero)} = 0 allows only free models",
+                "raise it (e.g. 1.00) to use paid models",
+            )
+        )
+    elif per_call > session:
+        problems.append(
+            Check(
+                "budgets",
+                WARN,
+                f"{summary}: the per-call cap is above the session budget, so no call can spend "
+                f"more than ${session:.2f} anyway",
+                "lower BLOCKRUN_MAX_PER_CALL_USD or raise BLOCKRUN_SESSION_BUDGET_USD",
+            )
+        )
+    if daily is not None and 0 < daily < session:
+        problems.append(
+            Check(
+                "budgets",
+                WARN,
+                f"{summary}: the daily budget is below the session budget, so sessions will stop "
+                f"at ${daily:.2f} a day",
+                "raise BLOCKRUN_DAILY_BUDGET_USD or lower BLOCKRUN_SESSION_BUDGET_USD",
+            )
+        )
+    checks.extend(problems or [Check("budgets", OK, summary)])
+
+
+# --- directories ----------------------------------------------------------------------------
+
+
+def _directory(area: str, path: Path, variable: str, checks: list[Check], *, private: bool) -> None:
+    fix = f"set {variable} to a folder you can write to"
+    if path.exists() and not path.is_dir():
+        checks.append(Check(area, FAIL, f"{path} exists but is not a folder", fix))
+        return
+    if not path.exists():
+        ancestor = path.parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            checks.append(
+                Check(area, FAIL, f"{path} cannot be created: {ancestor} is not a folder", fix)
+            )
+        elif not _writable(ancestor):
+            checks.append(
+                Check(area, FAIL, f"{path} cannot be created: {ancestor} is not writable", fix)
+            )
+        else:
+            checks.append(Check(area, OK, f"{path} will be created on first use"))
+        return
+    if not _writable(path):
+        checks.append(Check(area, FAIL, f"{path} is not writable", fix))
+        return
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if private and mode & 0o077:
+        checks.append(
+            Check(
+                area,
+                WARN,
+                f"{path} is writable but other users can open it (mode {mode:o})",
+                f"chmod 700 {path}",
+            )
+        )
+        return
+    checks.append(Check(area, OK, f"{path} is writable"))
+
+
+def _writable(folder: Path) -> bool:
+    """Really try: os.access says yes to root even on a read-only file system."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".blockrun-doctor-"):
+            return True
+    except OSError:
+        return False
+
+
+def _ledger(path: Path, checks: list[Check]) -> None:
+    if not path.exists():
+        return
+    import sqlite3
+
+    mode = stat.S_IMODE(path.stat().st_mode)
+    try:
+        from blockrun_mcp.reports import read_payments
+
+        count = len(read_payments(path))
+    except sqlite3.Error as exc:
+        checks.append(
+            Check(
+                "ledger",
+                FAIL,
+                f"{path} cannot be read ({exc})",
+                f"move it aside (mv {path} {path}.broken); a new ledger is created, but today's "
+                "daily spend starts from zero",
+            )
+        )
+        return
+    if mode & 0o077:
+        checks.append(
+            Check(
+                "ledger", WARN, f"{path} is readable by others (mode {mode:o})", f"chmod 600 {path}"
+            )
+        )
+        return
+    checks.append(Check("ledger", OK, f"{path} holds {count} payment(s)"))
+
+
+# --- stdio from the host --------------------------------------------------------------------
+
+
+def _stdio(env: dict[str, str], checks: list[Check], start_server: bool) -> None:
+    path = env.get("PATH", os.defpath)
+    uvx = shutil.which("uvx", path=path)
+    console = shutil.which("blockrun-mcp", path=path)
+    own = Path(sys.executable).with_name("blockrun-mcp")
+    fallback = str(own) if own.exists() else f"{sys.executable} -m blockrun_mcp"
+    if uvx is None and console is None:
+        checks.append(
+            Check(
+                "stdio",
+                FAIL,
+                "neither `uvx` nor `blockrun-mcp` is on PATH, so the host configs in manifests/ "
+                "cannot start the server",
+                f"install uv (https://docs.astral.sh/uv/), or use the absolute command "
+                f"`{fallback}` in your host's config",
+            )
+        )
+    elif uvx is None:
+        checks.append(
+            Check(
+                "stdio",
+                WARN,
+                f"`uvx` is not on PATH; `blockrun-mcp` is ({console})",
+                f'in your host\'s config use "command": "{console}" with no args, instead of uvx',
+            )
+        )
+    else:
+        gui_path = os.pathsep.join(GUI_HOST_PATH)
+        hint = ""
+        if shutil.which("uvx", path=gui_path) is None:
+            hint = (
+                f"; GUI hosts (Claude Desktop, Cursor from the Dock) may not see {Path(uvx).parent}: "
+                f'if one says "spawn uvx ENOENT", use "command": "{uvx}"'
+            )
+        checks.append(Check("stdio", OK, f"uvx is {uvx}{hint}"))
+    if start_server:
+        checks.append(_stdio_probe(console, env))
+
+
+def _stdio_probe(console: str | None, env: dict[str, str]) -> Check:
+    """Start the server as a host would and send `initialize`; it must answer on stdout."""
+    command = [console] if console else [sys.executable, "-m", "blockrun_mcp"]
+    request = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "blockrun-mcp doctor", "version": "1"},
+        },
+    }
+    shown = " ".join(command)
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            command,
+            input=json.dumps(request) + "\n",
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=STDIO_TIMEOUT_SECONDS,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Check(
+            "server",
+            FAIL,
+            f"`{shown}` did not answer initialize ({type(exc).__name__})",
+            "run it in a terminal to see why",
+        )
+    elapsed = time.monotonic() - started
+    for line in done.stdout.splitlines():
+        try:
+            answer = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(answer, dict) and isinstance(answer.get("result"), dict):
+            version = answer["result"].get("protocolVersion", "?")
+            return Check(
+                "server",
+                OK,
+                f"`{shown}` answers initialize over stdio ({elapsed:.1f} s, {version})",
+            )
+    reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    return Check(
+        "server",
+        FAIL,
+        f"`{shown}` did not answer initialize over stdio: {reason}",
+        "fix the problem it names; hosts show the same error in their MCP logs",
+    )
+
+
+# --- output ---------------------------------------------------------------------------------
+
+
+def render_checks(checks: list[Check], colour: bool) -> str:
+    from blockrun_mcp.tables import paint
+
+    colours = {OK: "green", WARN: "yellow", FAIL: "red"}
+    width = max(len(c.area) for c in checks)
+    lines = []
+    for check in checks:
+        mark = paint(check.status.ljust(4), colours[check.status], colour)
+        lines.append(f"  {mark}  {check.area.ljust(width)}  {check.detail}")
+        if check.fix and check.status != OK:
+            lines.append(f"  {'':4}  {'':{width}}  fix: {check.fix}")
+    failures = sum(c.status == FAIL for c in checks)
+    warnings = sum(c.status == WARN for c in checks)
+    if failures:
+        verdict = paint(f"{failures} problem(s) to fix", "red", colour)
+    elif warnings:
+        verdict = paint(f"ready, with {warnings} warning(s)", "yellow", colour)
+    else:
+        verdict = paint("all good", "green", colour)
+    return "\n".join(["blockrun-mcp doctor", *lines, "", verdict])
+
+
+def checks_json(checks: list[Check]) -> str:
+    return json.dumps(
+        {"ok": not any(c.status == FAIL for c in checks), "checks": [asdict(c) for c in checks]},
+        indent=2,
+    )

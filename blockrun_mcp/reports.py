@@ -1,0 +1,345 @@
+"""What `blockrun-mcp spend` and `blockrun-mcp models` print: built as data, then rendered.
+
+The spend report reads the ledger read-only: running it never releases, settles or rewrites
+anything, even while servers are using the same ledger.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from blockrun_mcp.catalog import kind_of
+from blockrun_mcp.gateway_models import CatalogEntry
+from blockrun_mcp.ledger import PaymentRow
+from blockrun_mcp.tables import money, render
+
+LEDGER_NAME = "ledger.sqlite3"
+PENDING = ("reserved", "signed")
+
+# --- spend ----------------------------------------------------------------------------------
+
+
+def ledger_path(data_dir: Path, *, sandbox: bool = False) -> Path:
+    return (data_dir / "sandbox" if sandbox else data_dir) / LEDGER_NAME
+
+
+def since_day(days: int | None, today: datetime | None = None) -> str | None:
+    """The first UTC day of the last `days` days (today included), or None for all time."""
+    if days is None:
+        return None
+    today = today or datetime.now(UTC)
+    return (today - timedelta(days=max(days, 1) - 1)).strftime("%Y-%m-%d")
+
+
+def read_payments(path: Path, since: str | None = None) -> list[PaymentRow]:
+    """Every payment in the ledger (newest first), opened read-only. Empty if there is none yet."""
+    if not path.exists():
+        return []
+    from blockrun_mcp.ledger import Ledger
+
+    ledger = Ledger(path, read_only=True)
+    try:
+        return ledger.payments(since_day=since)
+    finally:
+        ledger.close()
+
+
+def _usd(atomic: int) -> float:
+    return round(atomic / 1_000_000, 6)
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _pending_atomic(row: PaymentRow) -> int:
+    return row.amount_atomic if row.status in PENDING else 0
+
+
+def _spent_atomic(row: PaymentRow) -> int:
+    return row.counted_atomic if row.status == "settled" else 0
+
+
+def _group(payments: list[PaymentRow], key: str) -> list[dict[str, Any]]:
+    groups: dict[str, dict[str, Any]] = {}
+    for row in payments:
+        name = getattr(row, key)
+        group = groups.setdefault(name, {key: name, "payments": 0, "spent": 0, "pending": 0})
+        group["payments"] += 1
+        group["spent"] += _spent_atomic(row)
+        group["pending"] += _pending_atomic(row)
+    rows = [
+        {
+            key: g[key],
+            "payments": g["payments"],
+            "spent_usd": _usd(g["spent"]),
+            "pending_usd": _usd(g["pending"]),
+            "total_usd": _usd(g["spent"] + g["pending"]),
+        }
+        for g in groups.values()
+    ]
+    if key == "day":
+        return sorted(rows, key=lambda r: r["day"], reverse=True)
+    return sorted(rows, key=lambda r: (-r["total_usd"], r[key]))
+
+
+def spend_summary(payments: list[PaymentRow], ledger: Path, since: str | None) -> dict[str, Any]:
+    """The whole report as JSON-ready data: totals, groupings, pending payments and receipts."""
+    spent = sum(_spent_atomic(r) for r in payments)
+    pending = sum(_pending_atomic(r) for r in payments)
+    return {
+        "ledger": str(ledger),
+        "since_day": since,
+        "totals": {
+            "spent_usd": _usd(spent),
+            "pending_usd": _usd(pending),
+            "total_usd": _usd(spent + pending),
+            "payments": len(payments),
+            "settled": sum(r.status == "settled" for r in payments),
+            "pending": sum(r.status in PENDING for r in payments),
+            "released": sum(r.status == "released" for r in payments),
+        },
+        "by_day": _group(payments, "day"),
+        "by_session": _group(payments, "session"),
+        "by_tool": _group(payments, "tool"),
+        "by_model": _group(payments, "model"),
+        "pending": [
+            {
+                "id": r.id,
+                "created_at": _when(r.created_at),
+                "session": r.session,
+                "tool": r.tool,
+                "model": r.model,
+                "amount_usd": _usd(r.amount_atomic),
+                "status": r.status,
+                "note": r.note,
+            }
+            for r in payments
+            if r.status in PENDING
+        ],
+        "receipts": [
+            {
+                "id": r.id,
+                "created_at": _when(r.created_at),
+                "tool": r.tool,
+                "model": r.model,
+                "amount_usd": _usd(r.counted_atomic),
+                "network": r.network,
+                "tx_hash": r.tx_hash,
+            }
+            for r in payments
+            if r.status == "settled"
+        ],
+    }
+
+
+CSV_FIELDS = (
+    "id",
+    "created_at",
+    "day",
+    "session",
+    "tool",
+    "model",
+    "status",
+    "amount_usd",
+    "settled_usd",
+    "network",
+    "tx_hash",
+    "note",
+)
+
+
+def spend_csv(payments: Iterable[PaymentRow]) -> str:
+    """One line per payment, oldest first, for spreadsheets."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    for r in sorted(payments, key=lambda r: r.id):
+        writer.writerow(
+            [
+                r.id,
+                _when(r.created_at),
+                r.day,
+                r.session,
+                r.tool,
+                r.model,
+                r.status,
+                f"{_usd(r.amount_atomic):.6f}",
+                "" if r.settled_atomic is None else f"{_usd(r.settled_atomic):.6f}",
+                r.network,
+                r.tx_hash or "",
+                r.note,
+            ]
+        )
+    return out.getvalue()
+
+
+def spend_text(summary: dict[str, Any], *, sandbox: bool = False) -> str:
+    totals = summary["totals"]
+    scope = f"since {summary['since_day']}" if summary["since_day"] else "all time"
+    title = "Sandbox spend (pretend USDC)" if sandbox else "Spend"
+    lines = [f"{title}, {scope}, from {summary['ledger']}", ""]
+    if not totals["payments"]:
+        lines.append("  No payments recorded yet: nothing has been spent.")
+        return "\n".join(lines)
+    lines.append(
+        f"  spent {money(totals['spent_usd'])} in {totals['settled']} settled payment(s); "
+        f"pending {money(totals['pending_usd'])} in {totals['pending']}; "
+        f"{totals['released']} released (not charged); total {money(totals['total_usd'])}"
+    )
+    for key, heading in (
+        ("day", "By day (UTC)"),
+        ("session", "By session"),
+        ("tool", "By tool"),
+        ("model", "By model"),
+    ):
+        rows = summary[f"by_{key}"]
+        lines += ["", heading]
+        lines.append(
+            render(
+                [key, "payments", "spent", "pending", "total"],
+                [
+                    [
+                        r[key],
+                        r["payments"],
+                        money(r["spent_usd"]),
+                        money(r["pending_usd"]),
+                        money(r["total_usd"]),
+                    ]
+                    for r in rows
+                ],
+                right=(1, 2, 3, 4),
+            )
+        )
+    if summary["pending"]:
+        lines += [
+            "",
+            "Pending: signed or reserved, outcome unknown (counted as spent until settled)",
+            render(
+                ["id", "created (UTC)", "tool", "model", "amount", "status", "note"],
+                [
+                    [
+                        p["id"],
+                        p["created_at"],
+                        p["tool"],
+                        p["model"],
+                        money(p["amount_usd"]),
+                        p["status"],
+                        p["note"],
+                    ]
+                    for p in summary["pending"]
+                ],
+                right=(0, 4),
+            ),
+        ]
+    if summary["receipts"]:
+        lines += [
+            "",
+            "Receipts",
+            render(
+                ["id", "created (UTC)", "tool", "model", "amount", "transaction"],
+                [
+                    [
+                        r["id"],
+                        r["created_at"],
+                        r["tool"],
+                        r["model"],
+                        money(r["amount_usd"]),
+                        r["tx_hash"] or "(no hash)",
+                    ]
+                    for r in summary["receipts"]
+                ],
+                right=(0, 4),
+            ),
+        ]
+    return "\n".join(lines)
+
+
+# --- models ---------------------------------------------------------------------------------
+
+
+def model_price(entry: CatalogEntry) -> tuple[str, float | None]:
+    """The price a user compares on: per 1M output tokens, per image, or per video second."""
+    from blockrun_mcp import pricing
+
+    kind = kind_of(entry)
+    if kind == "image":
+        return kind, pricing.image_price_usd(entry, None)
+    if kind == "video":
+        return kind, pricing.video_price_per_second(entry)
+    return kind, entry.output_price
+
+
+def filter_models(
+    entries: list[CatalogEntry],
+    *,
+    category: str | None = None,
+    provider: str | None = None,
+    max_price: float | None = None,
+) -> list[CatalogEntry]:
+    if category:
+        wanted = category.strip().lower()
+        entries = [e for e in entries if wanted in e.categories or kind_of(e) == wanted]
+    if provider:
+        wanted_provider = provider.strip().lower()
+        entries = [e for e in entries if e.provider.lower() == wanted_provider]
+    if max_price is not None:
+        entries = [e for e in entries if (model_price(e)[1] or 0.0) <= max_price]
+    return sorted(entries, key=lambda e: (kind_of(e) != "chat", e.provider, e.id))
+
+
+def models_json(entries: list[CatalogEntry]) -> list[dict[str, Any]]:
+    rows = []
+    for e in entries:
+        kind, price = model_price(e)
+        rows.append(
+            {
+                "id": e.id,
+                "name": e.name,
+                "provider": e.provider,
+                "kind": kind,
+                "input_price": e.input_price,
+                "output_price": e.output_price,
+                "image_price": price if kind == "image" else None,
+                "price_per_second": price if kind == "video" else None,
+                "context_window": e.context_window,
+                "max_output": e.max_output,
+                "categories": e.categories,
+                "available": e.available,
+            }
+        )
+    return rows
+
+
+def models_text(entries: list[CatalogEntry], source: str) -> str:
+    if not entries:
+        return f"No model matches those filters ({source})."
+    rows = []
+    for e in entries:
+        kind, price = model_price(e)
+        if kind == "chat":
+            unit_price = (
+                "free" if e.is_free else f"{money(e.input_price)} / {money(e.output_price)}"
+            )
+            unit = "1M tokens in/out"
+        else:
+            unit_price = money(price)
+            unit = "image" if kind == "image" else "video second"
+        context = f"{e.context_window // 1000}k" if e.context_window else ""
+        rows.append([e.id, kind, unit_price, unit, context, ",".join(e.categories)])
+        if not e.available:
+            rows[-1].append("unavailable")
+    headers = ["model", "kind", "price (USD)", "per", "context", "categories"]
+    if any(not e.available for e in entries):
+        headers.append("status")
+        for row in rows:
+            row += [""] * (len(headers) - len(row))
+    table = render(headers, rows, right=(2, 4))
+    return (
+        f"{len(entries)} model(s) from {source}; token prices are before the platform fee\n{table}"
+    )
