@@ -45,14 +45,16 @@ PAID = ToolAnnotations(
 LOCAL = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
 
 
-def _compact(node: Any, in_properties: bool = False) -> Any:
+def _compact(node: Any, *, optional_inputs: bool = False, in_properties: bool = False) -> Any:
     """Shrink a JSON schema: drop pydantic's titles and null defaults, fold nullable unions.
 
     The whole tool list goes to the host's model on every turn, so every byte counts.
-    `anyOf: [{type: X}, {type: null}]` becomes the equivalent `type: [X, "null"]`.
+    In output schemas `anyOf: [{type: X}, {type: null}]` becomes the equivalent `type: [X, "null"]`.
+    In input schemas (`optional_inputs`) an optional parameter is simply `type: X`: omitting it
+    is how a caller says "none", and an explicit null is still accepted by validation.
     """
     if isinstance(node, list):
-        return [_compact(item) for item in node]
+        return [_compact(item, optional_inputs=optional_inputs) for item in node]
     if not isinstance(node, dict):
         return node
     any_of = node.get("anyOf")
@@ -60,7 +62,7 @@ def _compact(node: Any, in_properties: bool = False) -> Any:
         others = [option for option in any_of if option != {"type": "null"}]
         if len(others) == 1 and set(others[0]) == {"type"} and isinstance(others[0]["type"], str):
             node = {k: v for k, v in node.items() if k != "anyOf"}
-            node["type"] = [others[0]["type"], "null"]
+            node["type"] = others[0]["type"] if optional_inputs else [others[0]["type"], "null"]
     result = {}
     for key, value in node.items():
         if not in_properties and key == "title" and isinstance(value, str):
@@ -68,7 +70,9 @@ def _compact(node: Any, in_properties: bool = False) -> Any:
         if key == "default" and value is None:
             continue
         result[key] = _compact(
-            value, in_properties=key in ("properties", "$defs") and not in_properties
+            value,
+            optional_inputs=optional_inputs,
+            in_properties=key in ("properties", "$defs") and not in_properties,
         )
     return result
 
@@ -77,7 +81,7 @@ class LeanMCPServer(MCPServer):
     async def list_tools(self) -> Any:
         tools = await super().list_tools()
         for tool in tools:
-            tool.input_schema = _compact(tool.input_schema)
+            tool.input_schema = _compact(tool.input_schema, optional_inputs=True)
             if tool.output_schema is not None:
                 tool.output_schema = _compact(tool.output_schema)
         return tools
