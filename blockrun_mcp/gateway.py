@@ -27,11 +27,22 @@ from blockrun_mcp.gateway_models import (
     VideoStatus,
 )
 from blockrun_mcp.x402.errors import PaidRequestFailed, PaymentError
-from blockrun_mcp.x402.payer import ApproveHook, PaidResponse, X402Payer, approve_everything
+from blockrun_mcp.x402.payer import (
+    MAX_BODY_BYTES,
+    ApproveHook,
+    PaidResponse,
+    X402Payer,
+    approve_everything,
+    read_body,
+)
 from blockrun_mcp.x402.signer import SignedPayment
 
 # A chat answer or catalog is kilobytes; cap what a hostile gateway can make us hold.
-MAX_ANSWER_BYTES = 8 * 1024 * 1024
+MAX_ANSWER_BYTES = MAX_BODY_BYTES
+# A streamed answer is framed in many small events, so the stream as a whole may be larger than
+# the answer it carries; one event (one line) never legitimately comes near this.
+MAX_STREAM_BYTES = 64 * 1024 * 1024
+MAX_EVENT_BYTES = 1024 * 1024
 VIDEO_POLL_INTERVAL_SECONDS = 3.0
 # Stop polling this long before the signed authorization expires: past it the payment can
 # never settle, so further polls only burn time.
@@ -135,14 +146,25 @@ class GatewayClient:
         )
         paid = await self._paid(http_request, approve, stream=stream)
         response = paid.response
+        charged = None if paid.payment else False
         try:
-            if response.status_code >= 400:
-                await response.aread()
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                try:
+                    await read_body(response, MAX_ANSWER_BYTES, charged=charged)
+                except httpx.TransportError as exc:
+                    raise GatewayError(
+                        f"The connection dropped while the answer was arriving ({type(exc).__name__})"
+                        + (
+                            "; the gateway had accepted the payment, so it is counted as spent."
+                            if paid.payment
+                            else "; nothing was paid. Try again."
+                        ),
+                        charged=charged,
+                    ) from None
             self._raise_for_status(response, paid)
             if response.headers.get("content-type", "").startswith("text/event-stream"):
                 answer = await assemble_stream(response, request.model, paid)
             else:
-                await response.aread()
                 answer = chat_answer_from(
                     self._json(response, "the chat answer", paid), request.model
                 )
@@ -305,7 +327,8 @@ class GatewayClient:
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         try:
-            response = await self.http.send(request)
+            response = await self.http.send(request, stream=True)
+            await read_body(response, MAX_ANSWER_BYTES, charged=False)
         except httpx.TransportError as exc:
             raise GatewayUnreachable(self.api_url, type(exc).__name__) from None
         if response.status_code >= 400:
@@ -419,13 +442,17 @@ async def assemble_stream(response: httpx.Response, model: str, paid: PaidRespon
     answered_model = model
     done = False
     try:
-        async for line in response.aiter_lines():
+        async for line in _capped_lines(response, charged=None if paid.payment else False):
             if not line.startswith("data:"):
                 continue
             payload = line[5:].strip()
             if payload == "[DONE]":
+                # Keep reading to the end of the body (nothing more should come) so the pooled
+                # connection is left clean and is reused rather than torn down.
                 done = True
-                break
+                continue
+            if done:
+                continue
             try:
                 event = json.loads(payload)
             except ValueError:
@@ -463,3 +490,36 @@ async def assemble_stream(response: httpx.Response, model: str, paid: PaidRespon
         usage=Usage.model_validate(usage),
         complete=done or finish_reason is not None,
     )
+
+
+async def _capped_lines(response: httpx.Response, *, charged: bool | None) -> AsyncIterator[str]:
+    """The lines of a streamed answer, read at most MAX_STREAM_BYTES in all and MAX_EVENT_BYTES
+    a line: httpx's own line reader would buffer a hostile line without end."""
+    buffer = bytearray()
+    total = 0
+    async for chunk in response.aiter_bytes():
+        total += len(chunk)
+        if total > MAX_STREAM_BYTES:
+            raise GatewayError(
+                f"The streamed answer exceeded {MAX_STREAM_BYTES} bytes; reading stopped"
+                + _spent(charged),
+                charged=charged,
+            )
+        buffer.extend(chunk)
+        start = 0
+        while (end := buffer.find(b"\n", start)) != -1:
+            yield bytes(buffer[start:end]).rstrip(b"\r").decode("utf-8", "replace")
+            start = end + 1
+        del buffer[:start]
+        if len(buffer) > MAX_EVENT_BYTES:
+            raise GatewayError(
+                f"The streamed answer sent an event larger than {MAX_EVENT_BYTES} bytes; "
+                "reading stopped" + _spent(charged),
+                charged=charged,
+            )
+    if buffer:
+        yield bytes(buffer).rstrip(b"\r").decode("utf-8", "replace")
+
+
+def _spent(charged: bool | None) -> str:
+    return "; the payment is counted as spent." if charged is not False else "."

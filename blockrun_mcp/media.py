@@ -13,6 +13,7 @@ import ipaddress
 import os
 import re
 import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -106,24 +107,46 @@ class MediaStore:
 
     def check_download_url(self, url: str) -> bool:
         """Refuse unsafe URLs; True when the host is a DNS name still to be checked once resolved."""
-        parsed = urlparse(url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        try:
+            parsed = urlparse(url)
+            host = (parsed.hostname or "").rstrip(".")
+            origin = _origin(url)
+        except ValueError:  # e.g. a port that is not a number
+            raise MediaError("Refused to download media from a malformed URL.") from None
+        if parsed.scheme not in ("http", "https") or not host:
             raise MediaError(
                 f"Refused to download media from a non-http URL ({parsed.scheme or 'none'}:)."
             )
-        if _origin(url) == self._gateway_origin:
+        if origin == self._gateway_origin:
             return False
-        host = parsed.hostname
         if host == "localhost" or host.endswith(".localhost") or host.endswith(".local"):
             raise MediaError(f"Refused to download media from a local address ({host}).")
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return  # a DNS name; see _resolved_is_public at download time
+        address = _literal_address(host)
+        if address is None:
+            return True  # a DNS name: check_resolved looks at what it resolves to
         if not address.is_global:
             raise MediaError(
                 f"Refused to download media from a private or loopback address ({host})."
             )
+        return False
+
+    async def check_resolved(self, url: str) -> None:
+        """Refuse a DNS name that resolves to a private or loopback address."""
+        import anyio
+
+        parsed = urlparse(url)
+        host = (parsed.hostname or "").rstrip(".")
+        try:
+            infos = await anyio.getaddrinfo(host, parsed.port or 443, type=socket.SOCK_STREAM)
+        except OSError:
+            raise MediaError(f"Refused to download media: {host} does not resolve.") from None
+        for *_, sockaddr in infos:
+            address = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
+            if not address.is_global:
+                raise MediaError(
+                    f"Refused to download media from {host}: it resolves to a private or "
+                    f"loopback address ({address})."
+                )
 
     async def save_download(
         self,
@@ -167,6 +190,19 @@ class MediaStore:
 def _write_new(path: Path, content: bytes) -> None:
     with open(path, "xb") as handle:
         handle.write(content)
+
+
+def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a numeric host names, in any form the resolver accepts ("127.1",
+    "2130706433", "0x7f.1" are all 127.0.0.1), or None for a DNS name."""
+    try:
+        return ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

@@ -167,6 +167,7 @@ class BlockrunService:
             _require_text(prompt, "prompt")
             if system is not None and len(system) > MAX_PROMPT_CHARS:
                 raise ToolFailure("system is too long.")
+            _require_unicode(system, "system")
             entry = await self._model(model, "chat")
             tokens = _check_max_tokens(max_tokens, entry)
             if temperature is not None and not (0 <= temperature <= 2):
@@ -343,6 +344,7 @@ class BlockrunService:
             seconds = _check_duration(duration_seconds, entry)
             if image_url is not None and not re.match(r"^(https?://|data:image/)", image_url):
                 raise ToolFailure("image_url must be an http(s) URL or a data:image URI.")
+            _require_unicode(image_url, "image_url")
             approve = budget.approver(
                 tool="generate_video",
                 model=entry.id,
@@ -426,12 +428,22 @@ class BlockrunService:
                     elapsed, self.options.video_wait_seconds, f"video {job.id}: {status.status}"
                 )
 
-        if time.time() >= job.poll_deadline:
-            status = VideoStatus(id=job.id, status="expired")
-        else:
+        try:
+            # At least one poll, even past the deadline: only the gateway's answer can show that
+            # the job completed (and settled) while nobody was polling.
             status = await self.gateway.wait_for_job(
                 job, deadline=deadline, on_poll=on_poll, interval=self.options.video_poll_interval
             )
+        except (GatewayError, PaymentError) as exc:
+            text = getattr(exc, "message", str(exc))
+            if hold is not None and hold.released:
+                self.ledger.update_video_job(job.id, status="failed")
+                raise ToolFailure(text) from None
+            raise ToolFailure(
+                f"{text} Video job {job.id} may still finish: call generate_video with "
+                f"job_id={job.id!r} to check it again; that never pays again. "
+                f"Budget remaining: ${budget.remaining_usd():.6f}."
+            ) from None
         remaining = budget.remaining_usd
         if status.status == "completed":
             if not status.urls:
@@ -466,6 +478,17 @@ class BlockrunService:
                 cost_usd=0.0,
                 budget_remaining_usd=remaining(),
                 note=f"The video job failed: {status.error or 'no reason given'}. Nothing was charged.",
+            )
+        if time.time() >= job.poll_deadline and status.error is not None:
+            # The last poll went unanswered: the job may have completed and settled meanwhile.
+            return VideoResult(
+                status="running",
+                job_id=job.id,
+                cost_usd=0.0,
+                budget_remaining_usd=remaining(),
+                note=f"The last poll of video job {job.id} failed ({status.error}), so whether it "
+                "completed and was paid is unknown; its payment counts as spent. Call "
+                f"generate_video with job_id={job.id!r} to check again; it will not pay again.",
             )
         if time.time() >= job.poll_deadline:
             if hold is not None:
@@ -610,6 +633,18 @@ def _require_text(value: str | None, name: str) -> None:
         raise ToolFailure(f"{name} must be a non-empty string.")
     if len(value) > MAX_PROMPT_CHARS:
         raise ToolFailure(f"{name} is {len(value)} characters, over the {MAX_PROMPT_CHARS} limit.")
+    _require_unicode(value, name)
+
+
+def _require_unicode(value: str | None, name: str) -> None:
+    # JSON can carry a lone surrogate ("\ud800"); it has no UTF-8 form, so no gateway can take it.
+    if value is not None and not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ToolFailure(
+                f"{name} contains a lone surrogate (invalid Unicode); remove it and try again."
+            ) from None
 
 
 def _check_max_tokens(max_tokens: int | None, entry: CatalogEntry) -> int:

@@ -103,22 +103,32 @@ def check_http_binding(host: str, config: Config) -> None:
         )
 
 
-def http_app(service: BlockrunService, host: str, config: Config) -> Any:
+def http_app(service: BlockrunService, host: str, config: Config, port: int | None = None) -> Any:
+    """The Starlette app. With `port`, Host and Origin must name exactly this server: a web
+    page served from another local port is another origin, and is refused like any other."""
     from mcp.server.transport_security import TransportSecuritySettings
 
     from blockrun_mcp.server import build_server
 
     mcp = build_server(service)
     security = None
-    if not is_loopback(host):
+    if is_loopback(host) and port:  # port 0 (any free port) cannot be pinned
+        names = ("127.0.0.1", "localhost", "[::1]")
+        security = TransportSecuritySettings(
+            enable_dns_rebinding_protection=True,
+            allowed_hosts=[f"{name}:{port}" for name in names],
+            allowed_origins=[f"http://{name}:{port}" for name in names],
+        )
+    elif not is_loopback(host):
         # A specific address gets the same Host/Origin checks as loopback; a wildcard bind cannot
         # know its own name, so there the mandatory token is the guard.
         wildcard = host in ("0.0.0.0", "::")
         display = f"[{host}]" if ":" in host else host
+        shown_port = str(port) if port else "*"
         security = TransportSecuritySettings(
             enable_dns_rebinding_protection=not wildcard,
-            allowed_hosts=[f"{display}:*"],
-            allowed_origins=[f"http://{display}:*", f"https://{display}:*"],
+            allowed_hosts=[f"{display}:{shown_port}"],
+            allowed_origins=[f"http://{display}:{shown_port}", f"https://{display}:{shown_port}"],
         )
     app = mcp.streamable_http_app(
         streamable_http_path="/mcp", transport_security=security, host=host
@@ -132,7 +142,7 @@ async def serve_http(service: BlockrunService, host: str, port: int, config: Con
     import uvicorn
 
     check_http_binding(host, config)
-    app = http_app(service, host, config)
+    app = http_app(service, host, config, port)
     shown = f"[{host}]" if ":" in host else host
     auth = "bearer token required" if config.http_token else "no token (loopback only)"
     print(

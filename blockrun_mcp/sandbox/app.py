@@ -160,6 +160,8 @@ class Gateway:
         try:
             decoded = payments.decode_payment(header)
             state.log_payment(decoded)
+            if faults.requote_after_payment:
+                return self._terms(call, key, video=video)  # "pay again", with new terms
             if faults.force_payment_code:
                 call.fault_hit()
                 raise PaymentRejection(
@@ -170,7 +172,11 @@ class Gateway:
                 call.fault_hit()  # verified, deliberately not settled: the same header can retry
                 return _fault_status(faults.status_after_payment)
             if video:
-                return self._submit_video(call, verified)
+                accepted = self._submit_video(call, verified)
+                if faults.drop_after_settlement:
+                    call.fault_hit()  # the job exists and holds the payment; its 202 is lost
+                    return DroppedResponse()
+                return accepted
             settlement = payments.settle(state, verified, call.path)
         except PaymentRejection as rejection:
             return _rejection(rejection)
@@ -183,10 +189,13 @@ class Gateway:
             return _fault_status(faults.status_before_payment)
         if faults.malformed_402:
             call.fault_hit()
+        return self._terms(call, key, video=video)
+
+    def _terms(self, call: PaidCall, key: str, *, video: bool) -> Response:
         entry = call.priced.entry
         return terms.payment_required(
             self.state,
-            faults,
+            call.faults,
             key=key,
             amount=call.priced.amount_atomic,
             url=str(call.request.url),
@@ -212,6 +221,8 @@ class Gateway:
         )
         if faults.omit_receipt:
             call.fault_hit()
+        if faults.huge_success_body_bytes:
+            return self._huge_body(call, faults.huge_success_body_bytes, receipt)
         if faults.malformed_success_body:
             call.fault_hit()
             return Response(
@@ -255,8 +266,32 @@ class Gateway:
         await self._model_latency(call)
         return JSONResponse(replies.responses_body(reply), headers=receipt)
 
+    def _huge_body(self, call: PaidCall, size: int, receipt: Receipt) -> Response:
+        """An answer of `size` bytes, streamed: what a client reads of it is counted."""
+        state = self.state
+        if call.streaming:
+            head, media_type = b'data: {"choices":[{"delta":{"content":"', "text/event-stream"
+        else:
+            head, media_type = b'{"data":[{"url":"data:image/png;base64,', "application/json"
+        filler = b"A" * 65536
+
+        async def body() -> AsyncIterator[bytes]:
+            sent = 0
+            while sent < size:
+                piece = head if sent == 0 else filler[: size - sent]
+                sent += len(piece)
+                with state.lock:
+                    state.huge_bytes_sent += len(piece)
+                yield piece
+                await anyio.sleep(0)  # lets a client's disconnect cancel the stream
+
+        return StreamingResponse(body(), media_type=media_type, headers=receipt)
+
     async def _deliver_images(self, call: PaidCall, receipt: Receipt) -> Response:
         results = media.image_results(self.state, call.priced, call.base_url)
+        if call.faults.media_url is not None:
+            for result in results:
+                result["url"] = call.faults.media_url
         return JSONResponse({"created": int(time.time()), "data": results}, headers=receipt)
 
     async def _deliver_free_video(self, call: PaidCall, receipt: Receipt) -> Response:
@@ -273,7 +308,7 @@ class Gateway:
                 if job.payment.nonce == payment.nonce and job.status in ("queued", "in_progress")
             ]
         if pending:  # the same payment resent (a lost 202): the same job, not a second one
-            return self._job_accepted(call.request, pending[0])
+            return self._job_accepted(call, pending[0])
         payments.check_spendable(state, payment)
         body = call.priced.body
         assert isinstance(body, VideoBody)
@@ -287,10 +322,10 @@ class Gateway:
         )
         with state.lock:
             state.jobs[job.id] = job
-        return self._job_accepted(call.request, job)
+        return self._job_accepted(call, job)
 
-    def _job_accepted(self, request: Request, job: VideoJob) -> Response:
-        poll_url = f"{str(request.base_url).rstrip('/')}/api/v1/videos/generations/{job.id}"
+    def _job_accepted(self, call: PaidCall, job: VideoJob) -> Response:
+        poll_url = call.faults.poll_url or f"{call.base_url}/api/v1/videos/generations/{job.id}"
         return JSONResponse(
             {"id": job.id, "poll_url": poll_url, "status": "queued"}, status_code=202
         )
@@ -346,8 +381,44 @@ class Gateway:
         base_url = str(request.base_url).rstrip("/")
         url = media.store_video(state, job.id, f"{job.model}|{job.prompt}", base_url)
         with state.lock:
-            job.status, job.url, job.settlement = "completed", url, settlement
-        return self._job_completed(job)
+            job.status, job.url, job.settlement = "completed", faults.media_url or url, settlement
+        return self._settling_poll(job, faults)
+
+    def _settling_poll(self, job: VideoJob, faults: Faults) -> Response:
+        """The answer to the poll that settled a job: where the after-settlement faults cut in.
+
+        Later polls of the job get the clean completed answer, as a retry would.
+        """
+        hit = [False]
+
+        def fault_hit() -> None:
+            if not hit[0]:
+                hit[0] = True
+                self.state.fault_hit()
+
+        if faults.status_after_settlement:
+            fault_hit()
+            return _fault_status(faults.status_after_settlement)
+        if faults.drop_after_settlement:
+            fault_hit()
+            return DroppedResponse()
+        if faults.stream_cut_after_chunks is not None:
+            fault_hit()
+            return _error(PROXY_TIMEOUT_STATUS, "A timeout occurred", "ORIGIN_TIMEOUT")
+        completed = self._job_completed(job)
+        if faults.omit_receipt:
+            fault_hit()
+            completed = JSONResponse(json.loads(completed.body))
+        if faults.malformed_success_body:
+            fault_hit()
+            return Response(
+                "<html><body>upstream returned garbage</body></html>",
+                media_type="text/html",
+                headers={
+                    k: v for k, v in completed.headers.items() if k.lower() != "content-length"
+                },
+            )
+        return completed
 
     def _job_completed(self, job: VideoJob) -> Response:
         assert job.settlement is not None
@@ -370,6 +441,10 @@ class Gateway:
         except ValidationError as exc:
             return _error(400, f"invalid faults: {exc.errors()[0]['msg']}")
         return JSONResponse(faults.model_dump())
+
+    async def admin_redirect(self, request: Request) -> Response:
+        """A redirect from the gateway's own origin to `?to=`: what a client must not follow."""
+        return Response(status_code=302, headers={"Location": request.query_params.get("to", "/")})
 
     async def admin_reset(self, request: Request) -> Response:
         self.state.reset()
@@ -406,6 +481,7 @@ def create_app(state: SandboxState) -> Starlette:
         Route("/_sandbox/state", gw.admin_state, methods=["GET"]),
         Route("/_sandbox/faults", gw.admin_faults, methods=["POST"]),
         Route("/_sandbox/reset", gw.admin_reset, methods=["POST"]),
+        Route("/_sandbox/redirect", gw.admin_redirect, methods=["GET"]),
         Route("/_sandbox/balance", gw.admin_balance, methods=["POST"]),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})

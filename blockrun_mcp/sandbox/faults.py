@@ -67,6 +67,20 @@ class Faults(BaseModel):
     stream_cut_after_chunks: int | None = Field(default=None, ge=0)
     video_fail_mid_poll: bool = False
     video_polls_before_done: int = Field(default=2, ge=0)
+    video_timeout_seconds: int | None = Field(
+        default=None, ge=1, description="maxTimeoutSeconds of video quotes (default 600)"
+    )
+    # Hostile answers, for proving what the client refuses to do with them.
+    requote_after_payment: bool = Field(
+        default=False, description="answer a paid request with a fresh 402 instead of settling"
+    )
+    media_url: str | None = Field(
+        default=None, description="the URL image answers and completed videos carry instead"
+    )
+    huge_success_body_bytes: int | None = Field(
+        default=None, ge=1, description="a paid answer streams this many bytes of filler"
+    )
+    poll_url: str | None = Field(default=None, description="the poll_url video job answers carry")
 
     def applies_to(self, path: str) -> bool:
         """Whether the endpoint-scoped faults hit a request for `path` (a full path or suffix)."""
@@ -85,6 +99,7 @@ class Faults(BaseModel):
             model_latency_seconds=self.model_latency_seconds,
             video_fail_mid_poll=self.video_fail_mid_poll,
             video_polls_before_done=self.video_polls_before_done,
+            video_timeout_seconds=self.video_timeout_seconds,
         )
 
     def without_counted(self) -> Faults:

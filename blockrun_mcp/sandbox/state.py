@@ -109,6 +109,8 @@ class SandboxState:
             self.media: dict[str, tuple[bytes, str]] = {}
             self.settled_nonces: set[str] = set()
             self.payto_counter = 0
+            # Bytes of huge_success_body_bytes answers actually sent: how much a client read.
+            self.huge_bytes_sent = 0
 
     # faults
     def set_faults(self, **kwargs: Any) -> Faults:

@@ -164,6 +164,8 @@ def payment_required(
 ) -> Response:
     """The 402 for an unpaid request, shaped by whichever terms faults are on."""
     timeout = VIDEO_TIMEOUT_SECONDS if video else DEFAULT_TIMEOUT_SECONDS
+    if video and faults.video_timeout_seconds:
+        timeout = faults.video_timeout_seconds
     resource = {"url": url, "description": description, "mimeType": "application/json"}
     if faults.malformed_402:
         honest = _requirement_v2(state, amount, timeout, None)

@@ -77,6 +77,21 @@ class PaymentReplay(PaymentRejected):
         )
 
 
+class AnswerTooLarge(PaymentError):
+    """The gateway's answer is larger than we are willing to read; reading stopped at the limit."""
+
+    def __init__(self, limit: int, *, charged: bool | None) -> None:
+        super().__init__(
+            f"The gateway's answer is larger than {limit} bytes, so it was not read"
+            + (
+                "; the payment is counted as spent."
+                if charged is not False
+                else "; nothing was paid."
+            )
+        )
+        self.charged = charged
+
+
 class PaidRequestFailed(PaymentError):
     """A signed request did not produce an answer; the money may or may not have moved."""
 

@@ -20,6 +20,7 @@ import httpx
 
 from blockrun_mcp.x402.codec import parse_payment_required, read_receipt, rejection_code
 from blockrun_mcp.x402.errors import (
+    AnswerTooLarge,
     PaidRequestFailed,
     PaymentInvalid,
     PaymentRefused,
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 
 # Statuses after which a paid request is resent with the same header (the nonce settles once).
 RETRYABLE_PAID_STATUSES = frozenset({502, 503})
+# A chat answer, image list or catalog is kilobytes: more than this from a gateway is hostile.
+MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -108,11 +111,13 @@ class X402Payer:
         *,
         paid_attempts: int = 3,
         retry_delay_seconds: float = 0.5,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self._account = account
         self.policy = policy
         self.paid_attempts = max(1, paid_attempts)
         self.retry_delay_seconds = retry_delay_seconds
+        self.max_body_bytes = max_body_bytes
 
     async def send(
         self,
@@ -124,10 +129,13 @@ class X402Payer:
     ) -> PaidResponse:
         """Send `request`; if it answers 402, pay within policy and resend. Returns the answer.
 
-        With `stream=True` the caller must close `response` (streams stay open for reading).
+        With `stream=True` the caller must close `response` (streams stay open for reading);
+        otherwise the body is read here, at most `max_body_bytes` of it.
         """
-        response = await client.send(request, stream=stream)
+        response = await client.send(request, stream=True)
         if response.status_code != 402:
+            if not stream:
+                await read_body(response, self.max_body_bytes, charged=False)
             return PaidResponse(response)
         body = await _read_capped(response)
         terms = parse_payment_required(response.headers, body)
@@ -176,7 +184,7 @@ class X402Payer:
             if attempt:
                 await anyio.sleep(self.retry_delay_seconds * attempt)
             try:
-                response = await client.send(request, stream=stream)
+                response = await client.send(request, stream=True)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 last_failure = f"could not connect ({type(exc).__name__})"
                 continue
@@ -192,7 +200,19 @@ class X402Payer:
             if response.status_code == 402:
                 await self._raise_rejection(response, payment, hold, retried=attempt > 0)
             receipt = read_receipt(response.headers)
-            if settle and response.status_code == 200:
+            settles = settle and response.status_code == 200
+            if not stream:
+                try:
+                    await read_body(response, self.max_body_bytes, charged=None)
+                except httpx.TransportError as exc:
+                    # The answer was cut while arriving: resend the same header, as above.
+                    last_failure = f"the connection failed ({type(exc).__name__})"
+                    continue
+                except AnswerTooLarge:
+                    if settles:  # a 200 is the gateway's word that it settled
+                        await hold.settle(receipt)
+                    raise
+            if settles:
                 await hold.settle(receipt)
             return PaidResponse(response, payment, hold, receipt)
         if not may_have_arrived:
@@ -236,6 +256,28 @@ def with_payment(request: httpx.Request, payment: SignedPayment) -> httpx.Reques
 MAX_ERROR_BODY_BYTES = 64 * 1024
 
 
+async def read_body(response: httpx.Response, limit: int, *, charged: bool | None) -> bytes:
+    """Read a streamed response's body, never more than `limit` bytes (AnswerTooLarge beyond).
+
+    The body is then kept where `Response.aread()` keeps it, so `.content` and `.json()` work.
+    """
+    declared = response.headers.get("content-length", "")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        if declared.isdigit() and int(declared) > limit:
+            raise AnswerTooLarge(limit, charged=charged)
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise AnswerTooLarge(limit, charged=charged)
+            chunks.append(chunk)
+    finally:
+        await response.aclose()
+    response._content = b"".join(chunks)
+    return response._content
+
+
 async def _read_capped(response: httpx.Response) -> bytes:
     """Read at most MAX_ERROR_BODY_BYTES of a 402 or error body; more is hostile."""
     chunks: list[bytes] = []
@@ -264,6 +306,8 @@ def _message_of(body: bytes) -> str:
 
 
 __all__ = [
+    "MAX_BODY_BYTES",
+    "AnswerTooLarge",
     "ApproveHook",
     "PaidResponse",
     "PaymentHold",
@@ -271,5 +315,6 @@ __all__ = [
     "Quote",
     "X402Payer",
     "approve_everything",
+    "read_body",
     "with_payment",
 ]
