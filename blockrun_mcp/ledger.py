@@ -59,6 +59,30 @@ CREATE TABLE IF NOT EXISTS video_jobs (
 """
 
 
+# Running totals per session and per day, kept in the same transaction as every status change,
+# so checking a budget is a lookup instead of a sum over every payment ever made.
+TOTALS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS totals (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    counted_atomic INTEGER NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+"""
+SCHEMA_VERSION = 2
+COUNTED_SQL = (
+    "CASE WHEN status='settled' THEN COALESCE(settled_atomic, amount_atomic)"
+    " WHEN status IN ('reserved','signed') THEN amount_atomic ELSE 0 END"
+)
+
+
+def counted_atomic(status: str, amount_atomic: int, settled_atomic: int | None) -> int:
+    """What a payment counts against budgets: settled amount, the amount while open, else 0."""
+    if status == "settled":
+        return settled_atomic if settled_atomic is not None else amount_atomic
+    return amount_atomic if status in COUNTED else 0
+
+
 def utc_day(at: float | None = None) -> str:
     return datetime.fromtimestamp(time.time() if at is None else at, UTC).strftime("%Y-%m-%d")
 
@@ -81,9 +105,7 @@ class PaymentRow:
 
     @property
     def counted_atomic(self) -> int:
-        if self.status == "settled":
-            return self.settled_atomic if self.settled_atomic is not None else self.amount_atomic
-        return self.amount_atomic if self.status in COUNTED else 0
+        return counted_atomic(self.status, self.amount_atomic, self.settled_atomic)
 
 
 @dataclass(frozen=True)
@@ -119,6 +141,9 @@ class Ledger:
             uri = f"{path.resolve().as_uri()}?mode=ro"
             self._db = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
             self._db.row_factory = sqlite3.Row
+            self._has_totals = (
+                self._db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION
+            )
             return
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not path.exists():
@@ -131,7 +156,9 @@ class Ledger:
         # commit); it only gives up fsync per commit, which cost ~0.4 ms on every ledger write.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.executescript(SCHEMA)
+        self._db.executescript(SCHEMA + TOTALS_SCHEMA)
+        self._build_totals()
+        self._has_totals = True
         self._release_abandoned_reservations()
 
     def close(self) -> None:
@@ -147,20 +174,29 @@ class Ledger:
             raise
         self._db.execute("COMMIT")
 
+    def _build_totals(self) -> None:
+        """Fill the totals from the payments once, for a ledger written before they existed."""
+        with self._transaction() as db:
+            if db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+                return
+            db.execute("DELETE FROM totals")
+            for scope in ("session", "day"):
+                db.execute(
+                    f"INSERT INTO totals (scope, key, counted_atomic) SELECT ?, {scope},"
+                    f" SUM({COUNTED_SQL}) FROM payments GROUP BY {scope}",
+                    (scope,),
+                )
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
     def _release_abandoned_reservations(self) -> None:
         """Reservations of dead processes never reached signing: nothing can settle them.
 
         Signed rows stay as they are: their payment may have left, so they remain counted.
         """
-        with self._transaction() as db:
-            rows = db.execute("SELECT id, pid FROM payments WHERE status = 'reserved'").fetchall()
-            for row in rows:
-                if row["pid"] != os.getpid() and not _alive(row["pid"]):
-                    db.execute(
-                        "UPDATE payments SET status='released', note='process ended before signing',"
-                        " updated_at=? WHERE id=?",
-                        (time.time(), row["id"]),
-                    )
+        rows = self._db.execute("SELECT id, pid FROM payments WHERE status = 'reserved'").fetchall()
+        for row in rows:
+            if row["pid"] != os.getpid() and not _alive(row["pid"]):
+                self.mark_released(row["id"], "process ended before signing")
 
     # --- reservations --------------------------------------------------------------------
 
@@ -179,11 +215,11 @@ class Ledger:
         now = time.time()
         day = utc_day(now)
         with self._transaction() as db:
-            session_spent = self._counted(db, "session = ?", (session,))
+            session_spent = self._total(db, "session", session)
             if session_spent + amount_atomic > session_limit_atomic:
                 raise LimitExceeded("budget", max(0, session_limit_atomic - session_spent))
             if daily_limit_atomic is not None:
-                daily_spent = self._counted(db, "day = ?", (day,))
+                daily_spent = self._total(db, "day", day)
                 if daily_spent + amount_atomic > daily_limit_atomic:
                     raise LimitExceeded("daily budget", max(0, daily_limit_atomic - daily_spent))
             cursor = db.execute(
@@ -191,6 +227,7 @@ class Ledger:
                 " amount_atomic, status, network) VALUES (?,?,?,?,?,?,?,?, 'reserved', ?)",
                 (now, now, day, session, os.getpid(), tool, model, amount_atomic, network),
             )
+            self._add(db, session, day, amount_atomic)
             return int(cursor.lastrowid or 0)
 
     def mark_signed(self, payment_id: int, nonce: str) -> None:
@@ -222,30 +259,62 @@ class Ledger:
         *,
         only_from: tuple[str, ...],
     ) -> None:
-        marks = ",".join("?" for _ in only_from)
+        columns = "status, amount_atomic, settled_atomic, session, day"
         with self._transaction() as db:
+            before = db.execute(
+                f"SELECT {columns} FROM payments WHERE id=?", (payment_id,)
+            ).fetchone()
+            if before is None or before["status"] not in only_from:
+                return
             db.execute(
-                f"UPDATE payments SET {assignments}, updated_at=? WHERE id=? AND status IN ({marks})",
-                (*values, time.time(), payment_id, *only_from),
+                f"UPDATE payments SET {assignments}, updated_at=? WHERE id=?",
+                (*values, time.time(), payment_id),
             )
+            after = db.execute(
+                f"SELECT {columns} FROM payments WHERE id=?", (payment_id,)
+            ).fetchone()
+            delta = counted_atomic(
+                after["status"], after["amount_atomic"], after["settled_atomic"]
+            ) - counted_atomic(before["status"], before["amount_atomic"], before["settled_atomic"])
+            self._add(db, before["session"], before["day"], delta)
+
+    @staticmethod
+    def _add(db: sqlite3.Connection, session: str, day: str, delta: int) -> None:
+        if not delta:
+            return
+        for scope, key in (("session", session), ("day", day)):
+            db.execute(
+                "INSERT INTO totals (scope, key, counted_atomic) VALUES (?, ?, ?) ON CONFLICT"
+                "(scope, key) DO UPDATE SET counted_atomic = counted_atomic + excluded.counted_atomic",
+                (scope, key, delta),
+            )
+
+    @staticmethod
+    def _total(db: sqlite3.Connection, scope: str, key: str) -> int:
+        row = db.execute(
+            "SELECT counted_atomic FROM totals WHERE scope = ? AND key = ?", (scope, key)
+        ).fetchone()
+        return int(row[0]) if row else 0
 
     # --- reading -------------------------------------------------------------------------
 
-    @staticmethod
-    def _counted(db: sqlite3.Connection, where: str, args: tuple[object, ...]) -> int:
-        row = db.execute(
-            "SELECT COALESCE(SUM(CASE WHEN status='settled' THEN COALESCE(settled_atomic, amount_atomic)"
-            " WHEN status IN ('reserved','signed') THEN amount_atomic ELSE 0 END), 0)"
-            f" FROM payments WHERE {where}",
-            args,
+    def counted_by_sum(self, where: str, args: tuple[object, ...]) -> int:
+        """The slow, obviously right sum over payments (reports on old ledgers, and tests)."""
+        row = self._db.execute(
+            f"SELECT COALESCE(SUM({COUNTED_SQL}), 0) FROM payments WHERE {where}", args
         ).fetchone()
         return int(row[0])
 
     def session_spent_atomic(self, session: str) -> int:
-        return self._counted(self._db, "session = ?", (session,))
+        if not self._has_totals:
+            return self.counted_by_sum("session = ?", (session,))
+        return self._total(self._db, "session", session)
 
     def day_spent_atomic(self, day: str | None = None) -> int:
-        return self._counted(self._db, "day = ?", (day or utc_day(),))
+        day = day or utc_day()
+        if not self._has_totals:
+            return self.counted_by_sum("day = ?", (day,))
+        return self._total(self._db, "day", day)
 
     def payments(
         self, *, session: str | None = None, since_day: str | None = None, limit: int | None = None
