@@ -102,10 +102,19 @@ class GatewayClient:
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.payer = payer
-        self.http = http or new_http_client()
+        self._http = http
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The pooled client, made on first use: building its TLS context costs ~30 ms, which
+        start-up (the host waiting for `initialize`) should not pay."""
+        if self._http is None:
+            self._http = new_http_client()
+        return self._http
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        if self._http is not None:
+            await self._http.aclose()
 
     def url(self, path: str) -> str:
         return f"{self.api_url}{path}"
@@ -442,45 +451,46 @@ async def assemble_stream(response: httpx.Response, model: str, paid: PaidRespon
     answered_model = model
     done = False
     try:
-        async for line in _capped_lines(response, charged=None if paid.payment else False):
-            if not line.startswith("data:"):
-                continue
-            payload = line[5:].strip()
-            if payload == "[DONE]":
-                # Keep reading to the end of the body (nothing more should come) so the pooled
-                # connection is left clean and is reused rather than torn down.
-                done = True
-                continue
-            if done:
-                continue
-            try:
-                event = json.loads(payload)
-            except ValueError:
-                continue
-            if not isinstance(event, dict):
-                continue
-            if "error" in event:
-                raise GatewayError(
-                    f"The model stopped with an error: {_str_or_none(event['error'])}",
-                    charged=None if paid.payment else False,
-                )
-            answered_model = str(event.get("model") or answered_model)
-            if isinstance(event.get("usage"), dict):
-                usage = event["usage"]
-            for choice in event.get("choices") or []:
-                if not isinstance(choice, dict):
+        async for lines in _capped_lines(response, charged=None if paid.payment else False):
+            for line in lines:
+                if not line.startswith("data:"):
                     continue
-                delta = choice.get("delta") or {}
-                text = delta.get("content") if isinstance(delta, dict) else None
-                if isinstance(text, str):
-                    parts.append(text)
-                    size += len(text)
-                    if size > MAX_ANSWER_BYTES:
-                        raise GatewayError(
-                            "The streamed answer exceeded the size limit.", charged=None
-                        )
-                if choice.get("finish_reason"):
-                    finish_reason = str(choice["finish_reason"])
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    # Keep reading to the end of the body (nothing more should come) so the pooled
+                    # connection is left clean and is reused rather than torn down.
+                    done = True
+                    continue
+                if done:
+                    continue
+                try:
+                    event = json.loads(payload)
+                except ValueError:
+                    continue
+                if not isinstance(event, dict):
+                    continue
+                if "error" in event:
+                    raise GatewayError(
+                        f"The model stopped with an error: {_str_or_none(event['error'])}",
+                        charged=None if paid.payment else False,
+                    )
+                answered_model = str(event.get("model") or answered_model)
+                if isinstance(event.get("usage"), dict):
+                    usage = event["usage"]
+                for choice in event.get("choices") or []:
+                    if not isinstance(choice, dict):
+                        continue
+                    delta = choice.get("delta") or {}
+                    text = delta.get("content") if isinstance(delta, dict) else None
+                    if isinstance(text, str):
+                        parts.append(text)
+                        size += len(text)
+                        if size > MAX_ANSWER_BYTES:
+                            raise GatewayError(
+                                "The streamed answer exceeded the size limit.", charged=None
+                            )
+                    if choice.get("finish_reason"):
+                        finish_reason = str(choice["finish_reason"])
     except httpx.TransportError:
         done = False  # a cut stream: keep what arrived, the payment already settled
     return ChatAnswer(
@@ -492,9 +502,12 @@ async def assemble_stream(response: httpx.Response, model: str, paid: PaidRespon
     )
 
 
-async def _capped_lines(response: httpx.Response, *, charged: bool | None) -> AsyncIterator[str]:
-    """The lines of a streamed answer, read at most MAX_STREAM_BYTES in all and MAX_EVENT_BYTES
-    a line: httpx's own line reader would buffer a hostile line without end."""
+async def _capped_lines(
+    response: httpx.Response, *, charged: bool | None
+) -> AsyncIterator[list[str]]:
+    """The lines of a streamed answer, a batch per network read, at most MAX_STREAM_BYTES in all
+    and MAX_EVENT_BYTES a line: httpx's own line reader would buffer a hostile line without end.
+    (Batches, because an async generator step per line costs more than parsing the line.)"""
     buffer = bytearray()
     total = 0
     async for chunk in response.aiter_bytes():
@@ -506,11 +519,11 @@ async def _capped_lines(response: httpx.Response, *, charged: bool | None) -> As
                 charged=charged,
             )
         buffer.extend(chunk)
-        start = 0
-        while (end := buffer.find(b"\n", start)) != -1:
-            yield bytes(buffer[start:end]).rstrip(b"\r").decode("utf-8", "replace")
-            start = end + 1
-        del buffer[:start]
+        cut = buffer.rfind(b"\n") + 1
+        if cut:
+            text = bytes(buffer[:cut]).decode("utf-8", "replace")
+            del buffer[:cut]
+            yield [line.rstrip("\r") for line in text.split("\n")[:-1]]
         if len(buffer) > MAX_EVENT_BYTES:
             raise GatewayError(
                 f"The streamed answer sent an event larger than {MAX_EVENT_BYTES} bytes; "
@@ -518,7 +531,7 @@ async def _capped_lines(response: httpx.Response, *, charged: bool | None) -> As
                 charged=charged,
             )
     if buffer:
-        yield bytes(buffer).rstrip(b"\r").decode("utf-8", "replace")
+        yield [bytes(buffer).rstrip(b"\r").decode("utf-8", "replace")]
 
 
 def _spent(charged: bool | None) -> str:

@@ -18,7 +18,7 @@ import pytest
 import blockrun_mcp
 
 REPO = Path(__file__).resolve().parent.parent
-RUNTIME_DEPENDENCIES = {"mcp", "httpx", "eth-account", "pydantic", "anyio"}
+RUNTIME_DEPENDENCIES = {"mcp", "httpx", "eth-account", "pydantic", "anyio", "coincurve", "sniffio"}
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_console_script_is_blockrun_mcp(wheel):
     assert scripts == ["blockrun-mcp=blockrun_mcp.cli:main"]
 
 
-def test_runtime_dependencies_are_exactly_the_five(metadata):
+def test_runtime_dependencies_are_exactly_the_declared_ones(metadata):
     runtime = [r for r in metadata.get_all("Requires-Dist") if "extra ==" not in r]
     names = {re.match(r"[A-Za-z0-9._-]+", r).group(0).lower().replace("_", "-") for r in runtime}
     assert names == RUNTIME_DEPENDENCIES

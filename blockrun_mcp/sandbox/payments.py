@@ -118,8 +118,7 @@ def _check_window(authorization: dict[str, str], timeout: int, now: int) -> None
 
 
 def _matching_issued_v2(state: SandboxState, accepted: dict[str, Any], key: str) -> None:
-    with state.lock:
-        issued = [i for i in state.issued if i.version == 2 and i.requirement == accepted]
+    issued = [i for i in state.issued_for(accepted) if i.version == 2]
     if not issued:
         raise _invalid("'accepted' does not match any payment requirement this gateway issued")
     if not any(i.request_key == key for i in issued):

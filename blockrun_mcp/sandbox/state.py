@@ -6,6 +6,7 @@ every mutation and every multi-step read takes `lock`.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any, Literal
@@ -17,6 +18,10 @@ from blockrun_mcp.x402.networks import NetworkSpec, network_by_name, usd_to_atom
 
 # A fixed, valid checksummed address nobody holds a key for: where sandbox payments go.
 TREASURY = "0x130d82d2DfCa15271d16F5467C0CCb4b7564d11F"
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def checksum(address: str) -> str:
@@ -97,6 +102,9 @@ class SandboxState:
             # Every requirement a 402 offered; `issued` also says which request it was for.
             self.issued_terms: list[dict[str, Any]] = []
             self.issued: list[IssuedRequirement] = []
+            # The same, keyed by the requirement's canonical JSON: verifying a payment is a
+            # lookup, not a scan of every 402 ever issued (which made long runs ever slower).
+            self.issued_by_terms: dict[str, list[IssuedRequirement]] = {}
             # Atomic USDC per checksummed payer; payers not listed hold the starting balance.
             self.balances: dict[str, int] = {}
             # (method, path, had a payment header) of every /api request; /_sandbox/* is left
@@ -172,11 +180,18 @@ class SandboxState:
             self.payments_seen.append(decoded)
 
     def record_issued(self, request_key: str, version: int, requirement: dict[str, Any]) -> None:
+        issued = IssuedRequirement(
+            request_key=request_key, version=version, requirement=requirement
+        )
         with self.lock:
             self.issued_terms.append(requirement)
-            self.issued.append(
-                IssuedRequirement(request_key=request_key, version=version, requirement=requirement)
-            )
+            self.issued.append(issued)
+            self.issued_by_terms.setdefault(canonical(requirement), []).append(issued)
+
+    def issued_for(self, requirement: dict[str, Any]) -> list[IssuedRequirement]:
+        """Every issue of exactly these terms (key order ignored)."""
+        with self.lock:
+            return list(self.issued_by_terms.get(canonical(requirement), ()))
 
     def next_payto_index(self) -> int:
         with self.lock:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from blockrun_mcp.x402.codec import encode_header
-from blockrun_mcp.x402.eip3009 import signable_transfer
+from blockrun_mcp.x402.eip3009 import signable_transfer_fast
 from blockrun_mcp.x402.models import Authorization, PaymentRequired, PaymentRequirement
 from blockrun_mcp.x402.networks import NetworkSpec
 
@@ -65,7 +65,7 @@ def sign_payment(
             "nonce": "0x" + secrets.token_hex(32),
         }
     )
-    signed = account.sign_message(signable_transfer(network, authorization.wire()))
+    signed = account.sign_message(signable_transfer_fast(network, authorization.wire()))
     signature = signed.signature.hex()
     signature = signature if signature.startswith("0x") else "0x" + signature
     inner = {"signature": signature, "authorization": authorization.wire()}
