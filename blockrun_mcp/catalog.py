@@ -112,3 +112,16 @@ class Catalog:
         ]
         close += [i for i in ids if model.lower() in i.lower()]
         return list(dict.fromkeys(close))[:3]
+
+
+def filter_models(
+    entries: list[CatalogEntry], *, category: str | None = None, provider: str | None = None
+) -> list[CatalogEntry]:
+    """Entries of a category (or kind) and provider, chat models first, then by provider and id."""
+    if category:
+        wanted = category.strip().lower()
+        entries = [e for e in entries if wanted in e.categories or kind_of(e) == wanted]
+    if provider:
+        wanted_provider = provider.strip().lower()
+        entries = [e for e in entries if e.provider.lower() == wanted_provider]
+    return sorted(entries, key=lambda e: (kind_of(e) != "chat", e.provider, e.id))

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from blockrun_mcp.catalog import filter_models as catalog_filter
 from blockrun_mcp.catalog import kind_of
 from blockrun_mcp.gateway_models import CatalogEntry
 from blockrun_mcp.ledger import PaymentRow
@@ -282,15 +283,10 @@ def filter_models(
     provider: str | None = None,
     max_price: float | None = None,
 ) -> list[CatalogEntry]:
-    if category:
-        wanted = category.strip().lower()
-        entries = [e for e in entries if wanted in e.categories or kind_of(e) == wanted]
-    if provider:
-        wanted_provider = provider.strip().lower()
-        entries = [e for e in entries if e.provider.lower() == wanted_provider]
+    entries = catalog_filter(entries, category=category, provider=provider)
     if max_price is not None:
         entries = [e for e in entries if (model_price(e)[1] or 0.0) <= max_price]
-    return sorted(entries, key=lambda e: (kind_of(e) != "chat", e.provider, e.id))
+    return entries
 
 
 def models_json(entries: list[CatalogEntry]) -> list[dict[str, Any]]:

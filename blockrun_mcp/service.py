@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from blockrun_mcp import pricing
 from blockrun_mcp.budget import Limits, SessionBudget
-from blockrun_mcp.catalog import Catalog, UnknownModel, kind_of
+from blockrun_mcp.catalog import Catalog, UnknownModel, filter_models, kind_of
 from blockrun_mcp.gateway import GatewayClient, GatewayError, VideoJob
 from blockrun_mcp.gateway_models import (
     CatalogEntry,
@@ -223,14 +223,7 @@ class BlockrunService:
     ) -> ModelList:
         async with self._failures(None):
             snapshot = await self.catalog.snapshot()
-            entries = snapshot.entries
-            if category:
-                wanted = category.strip().lower()
-                entries = [e for e in entries if wanted in e.categories or kind_of(e) == wanted]
-            if provider:
-                wanted_provider = provider.strip().lower()
-                entries = [e for e in entries if e.provider.lower() == wanted_provider]
-            entries = sorted(entries, key=lambda e: (kind_of(e) != "chat", e.provider, e.id))
+            entries = filter_models(snapshot.entries, category=category, provider=provider)
             return ModelList(
                 models=[_model_info(e) for e in entries],
                 stale=snapshot.stale,
