@@ -30,3 +30,19 @@ def funded_account() -> Any:
     from eth_account import Account
 
     return Account.create()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (pytest.mark.anyio) run on asyncio, the loop the MCP hosts' servers use."""
+    return "asyncio"
+
+
+@pytest.fixture
+async def gateway(sandbox: SandboxServer, funded_account: Any) -> Any:
+    """Our gateway client and payer, paying the sandbox from `funded_account`."""
+    from tests.payer_support import make_gateway
+
+    client = make_gateway(sandbox.base_url, funded_account)
+    yield client
+    await client.aclose()

@@ -33,6 +33,18 @@ from blockrun_mcp.service import BlockrunService, ServiceOptions
 from blockrun_mcp.wallet import Wallet
 
 TOOLS = TOOL_NAMES
+# A raw MCP initialize request, for HTTP tests that talk to the transport without a client.
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "raw-test", "version": "1"},
+    },
+}
+MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
 CHEAP_MODEL = "openai/gpt-5-mini"
 NANO_MODEL = "openai/gpt-5-nano"
 OPUS = "anthropic/claude-opus-4.7"

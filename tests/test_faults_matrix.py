@@ -184,11 +184,6 @@ FAULTS: dict[str, Fault] = {
 CELLS = [(tool, fault) for fault, spec in FAULTS.items() for tool in spec.expect]
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 def _job_id(result: Any, text: str | None) -> str:
     if text is not None:
         match = re.search(r"job_id='(vid_[0-9a-f]+)'", text)

@@ -14,21 +14,9 @@ import pytest
 
 from blockrun_mcp.gateway_models import ImageRequest, VideoRequest
 from blockrun_mcp.x402.errors import PaidRequestFailed
-from tests.payer_support import chat_request, make_gateway
+from tests.payer_support import chat_request
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture
-async def gateway(sandbox, funded_account):
-    client = make_gateway(sandbox.base_url, funded_account)
-    yield client
-    await client.aclose()
 
 
 def _terms(response: httpx.Response) -> dict:

@@ -10,11 +10,6 @@ from blockrun_mcp.gateway_models import CatalogEntry
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 @pytest.mark.parametrize("shape", ["models", "data"])
 async def test_catalog_in_both_shapes(sandbox, shape):
     sandbox.state.catalog_shape = shape

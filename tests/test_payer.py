@@ -31,18 +31,6 @@ from tests.payer_support import (
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture
-async def gateway(sandbox, funded_account):
-    client = make_gateway(sandbox.base_url, funded_account)
-    yield client
-    await client.aclose()
-
-
 def nonces(state) -> list[str]:
     return [p["payload"]["authorization"]["nonce"] for p in state.payments_seen]
 

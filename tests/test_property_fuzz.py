@@ -110,11 +110,6 @@ FUZZ = settings(
 )
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def shared_sandbox():
     with SandboxServer() as server:

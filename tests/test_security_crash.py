@@ -38,11 +38,6 @@ INITIALIZE = (
 )
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 def _ledger_rows(path: Path) -> list[dict[str, Any]]:
     """The ledger file as another process sees it (read-only, no schema, no cleanup)."""
     if not path.exists():

@@ -56,11 +56,6 @@ OVER_CAP_CALLS = {
 GENEROUS = {"BLOCKRUN_MAX_PER_CALL_USD": "20", "BLOCKRUN_SESSION_BUDGET_USD": "50"}
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 # --- hostile 402 terms: nothing is ever signed -------------------------------------------
 
 HOSTILE_TERMS: dict[str, tuple[dict[str, Any], dict[str, str], str]] = {

@@ -20,27 +20,19 @@ import pytest
 
 from blockrun_mcp.config import ConfigError, load_config
 from blockrun_mcp.transports import check_http_binding
-from tests.server_support import PYTHON, free_port, http_server, make_service, subprocess_env
+from tests.server_support import (
+    INITIALIZE,
+    MCP_HEADERS,
+    PYTHON,
+    free_port,
+    http_server,
+    make_service,
+    subprocess_env,
+)
 
 pytestmark = pytest.mark.anyio
 
 TOKEN = "security-token-" + "c" * 24
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "http-security", "version": "1"},
-    },
-}
-MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
-
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
 
 
 async def _post(url: str, headers: dict[str, str]) -> httpx.Response:

@@ -36,11 +36,6 @@ from tests.server_support import (
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 class RawSession:
     """JSON-RPC over a server's stdio, keeping every byte the server writes."""
 

@@ -22,11 +22,6 @@ from tests.server_support import (
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 async def _estimate_without_spending(h, sandbox, arguments) -> float:
     """estimate_cost, checked to reach no paid endpoint and to sign nothing."""
     state = sandbox.state

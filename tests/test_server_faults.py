@@ -22,11 +22,6 @@ from tests.server_support import (
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 async def test_a_503_after_payment_is_retried_with_the_same_payment(sandbox, tmp_path):
     async with open_server(tmp_path, sandbox) as h:
         sandbox.state.set_faults(status_after_payment=503, times=1)

@@ -77,11 +77,6 @@ NASTY: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 @pytest.mark.parametrize(
     "tool, arguments, says", NASTY, ids=[f"{t}-{i}" for i, (t, _, _) in enumerate(NASTY)]
 )

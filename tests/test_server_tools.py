@@ -28,11 +28,6 @@ pytestmark = pytest.mark.anyio
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 def settlement_by_tx(state, tx_hash):
     matches = [s for s in state.settlements if s.tx_hash == tx_hash]
     assert len(matches) == 1, f"no single settlement with tx {tx_hash}"

@@ -15,6 +15,8 @@ from mcp.client.streamable_http import streamable_http_client
 from tests.payer_support import assert_every_payment_valid
 from tests.server_support import (
     CHEAP_MODEL,
+    INITIALIZE,
+    MCP_HEADERS,
     OPUS,
     PYTHON,
     TOOLS,
@@ -31,22 +33,6 @@ pytestmark = pytest.mark.anyio
 
 TOKEN = "test-token-" + "a" * 24
 SUBPROCESS_SECONDS = 60
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "raw-test", "version": "1"},
-    },
-}
-MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
-
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
 
 
 # --- stdio -------------------------------------------------------------------------------
