@@ -86,6 +86,20 @@ class LeanMCPServer(MCPServer):
                 tool.output_schema = _compact(tool.output_schema)
         return tools
 
+    async def run_stdio_async(self) -> None:
+        """The SDK's stdio loop, fed by pipes polled on the event loop (see stdio_pipes)."""
+        from mcp.server.stdio import stdio_server
+
+        from blockrun_mcp.stdio_pipes import claimed_pipes
+
+        with claimed_pipes() as wire:
+            if wire is None:
+                await super().run_stdio_async()
+                return
+            async with stdio_server(wire.lines, wire.writer) as (read_stream, write_stream):  # type: ignore[arg-type]
+                server = self._lowlevel_server
+                await server.run(read_stream, write_stream, server.create_initialization_options())
+
 
 def _reject_bool(value: Any) -> Any:
     # pydantic's lax mode reads true as 1: `max_tokens: true` would buy a one-token answer.
