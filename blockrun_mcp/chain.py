@@ -6,7 +6,7 @@ courtesy, so any failure is reported as "unknown" rather than blocking a command
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 
 BALANCE_OF = "0x70a08231"  # keccak("balanceOf(address)")[:4]
 TIMEOUT_SECONDS = 4.0
@@ -28,7 +28,7 @@ def usdc_balance_atomic(
         "params": [{"to": usdc_contract, "data": data}, "latest"],
     }
     try:
-        response = httpx.post(
+        response = httpx2.post(
             rpc_url,
             json=payload,
             timeout=timeout,
@@ -37,7 +37,7 @@ def usdc_balance_atomic(
         )
         response.raise_for_status()
         answer = response.json()
-    except (httpx.HTTPError, ValueError) as exc:
+    except (httpx2.HTTPError, ValueError) as exc:
         raise BalanceUnavailable(f"{rpc_url}: {type(exc).__name__}") from None
     result = answer.get("result") if isinstance(answer, dict) else None
     if not isinstance(result, str) or not result.startswith("0x"):

@@ -308,13 +308,13 @@ def _models(args: argparse.Namespace) -> None:
     import json
 
     import anyio
-    import httpx
+    import httpx2
 
     from blockrun_mcp.gateway import GatewayClient, GatewayError
     from blockrun_mcp.reports import filter_models, models_json, models_text
 
     async def fetch(api_url: str) -> list:
-        http = httpx.AsyncClient(timeout=15.0, headers={"User-Agent": "blockrun-mcp"})
+        http = httpx2.AsyncClient(timeout=15.0, headers={"User-Agent": "blockrun-mcp"})
         gateway = GatewayClient(api_url, None, http=http)
         try:
             return await gateway.list_models()

@@ -167,12 +167,12 @@ def _network(config: Config, checks: list[Check]) -> None:
 
 def _gateway(config: Config, checks: list[Check]) -> None:
     import anyio
-    import httpx
+    import httpx2
 
     from blockrun_mcp.gateway import GatewayClient, GatewayError, GatewayUnreachable
 
     async def fetch() -> int:
-        http = httpx.AsyncClient(
+        http = httpx2.AsyncClient(
             timeout=GATEWAY_TIMEOUT_SECONDS, headers={"User-Agent": "blockrun-mcp doctor"}
         )
         gateway = GatewayClient(config.api_url, None, http=http)

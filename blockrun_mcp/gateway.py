@@ -1,4 +1,4 @@
-"""The BlockRun gateway over one pooled httpx client: typed calls for each endpoint.
+"""The BlockRun gateway over one pooled httpx2 client: typed calls for each endpoint.
 
 Payment is the payer's job; this module only shapes requests and reads answers. It knows
 nothing of budgets or MCP: callers pass an `approve` hook that the payer consults.
@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urljoin, urlparse
 
 import anyio
-import httpx
+import httpx2
 
 from blockrun_mcp.gateway_models import (
     CatalogEntry,
@@ -68,11 +68,11 @@ class GatewayUnreachable(GatewayError):
         )
 
 
-def new_http_client() -> httpx.AsyncClient:
+def new_http_client() -> httpx2.AsyncClient:
     """The process's pooled client. Generous read timeout: models can think for minutes."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(connect=10.0, read=180.0, write=30.0, pool=30.0),
-        limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+    return httpx2.AsyncClient(
+        timeout=httpx2.Timeout(connect=10.0, read=180.0, write=30.0, pool=30.0),
+        limits=httpx2.Limits(max_connections=64, max_keepalive_connections=32),
         headers={"User-Agent": "blockrun-mcp"},
         follow_redirects=False,
     )
@@ -98,14 +98,14 @@ class GatewayClient:
         self,
         api_url: str,
         payer: X402Payer | None,
-        http: httpx.AsyncClient | None = None,
+        http: httpx2.AsyncClient | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.payer = payer
         self._http = http
 
     @property
-    def http(self) -> httpx.AsyncClient:
+    def http(self) -> httpx2.AsyncClient:
         """The pooled client, made on first use: building its TLS context costs ~30 ms, which
         start-up (the host waiting for `initialize`) should not pay."""
         if self._http is None:
@@ -160,7 +160,7 @@ class GatewayClient:
             if not response.headers.get("content-type", "").startswith("text/event-stream"):
                 try:
                     await read_body(response, MAX_ANSWER_BYTES, charged=charged)
-                except httpx.TransportError as exc:
+                except httpx2.TransportError as exc:
                     raise GatewayError(
                         f"The connection dropped while the answer was arriving ({type(exc).__name__})"
                         + (
@@ -334,11 +334,11 @@ class GatewayClient:
 
     # --- plumbing ----------------------------------------------------------------------
 
-    async def _send(self, request: httpx.Request) -> httpx.Response:
+    async def _send(self, request: httpx2.Request) -> httpx2.Response:
         try:
             response = await self.http.send(request, stream=True)
             await read_body(response, MAX_ANSWER_BYTES, charged=False)
-        except httpx.TransportError as exc:
+        except httpx2.TransportError as exc:
             raise GatewayUnreachable(self.api_url, type(exc).__name__) from None
         if response.status_code >= 400:
             raise GatewayError(
@@ -348,7 +348,7 @@ class GatewayClient:
         return response
 
     async def _paid(
-        self, request: httpx.Request, approve: ApproveHook, *, stream: bool = False
+        self, request: httpx2.Request, approve: ApproveHook, *, stream: bool = False
     ) -> PaidResponse:
         if self.payer is None:
             raise GatewayError("No wallet is configured, so paid requests are impossible.")
@@ -356,15 +356,15 @@ class GatewayClient:
             return await self.payer.send(self.http, request, approve=approve, stream=stream)
         except PaymentError:
             raise
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
             raise GatewayUnreachable(self.api_url, type(exc).__name__) from None
-        except httpx.TransportError as exc:
+        except httpx2.TransportError as exc:
             raise GatewayError(
                 f"The gateway dropped the request before asking for payment ({type(exc).__name__}); "
                 "nothing was signed. Try again.",
             ) from None
 
-    def _raise_for_status(self, response: httpx.Response, paid: PaidResponse) -> None:
+    def _raise_for_status(self, response: httpx2.Response, paid: PaidResponse) -> None:
         if response.status_code < 400:
             return
         charged: bool | None = None if paid.payment else False
@@ -379,7 +379,7 @@ class GatewayClient:
             charged=charged,
         )
 
-    def _json(self, response: httpx.Response, what: str, paid: PaidResponse | None = None) -> Any:
+    def _json(self, response: httpx2.Response, what: str, paid: PaidResponse | None = None) -> Any:
         if len(response.content) > MAX_ANSWER_BYTES:
             raise GatewayError(f"{what.capitalize()} is larger than {MAX_ANSWER_BYTES} bytes.")
         try:
@@ -394,10 +394,10 @@ class GatewayClient:
             ) from None
 
 
-def error_text(response: httpx.Response) -> str:
+def error_text(response: httpx2.Response) -> str:
     try:
         content = response.content[:2000]
-    except httpx.ResponseNotRead:
+    except httpx2.ResponseNotRead:
         return ""
     try:
         data = json.loads(content)
@@ -442,7 +442,7 @@ def chat_answer_from(data: Any, requested_model: str) -> ChatAnswer:
     )
 
 
-async def assemble_stream(response: httpx.Response, model: str, paid: PaidResponse) -> ChatAnswer:
+async def assemble_stream(response: httpx2.Response, model: str, paid: PaidResponse) -> ChatAnswer:
     """Assemble OpenAI-style chat.completion.chunk events into one answer."""
     parts: list[str] = []
     size = 0
@@ -491,7 +491,7 @@ async def assemble_stream(response: httpx.Response, model: str, paid: PaidRespon
                             )
                     if choice.get("finish_reason"):
                         finish_reason = str(choice["finish_reason"])
-    except httpx.TransportError:
+    except httpx2.TransportError:
         done = False  # a cut stream: keep what arrived, the payment already settled
     return ChatAnswer(
         model=answered_model,
@@ -503,7 +503,7 @@ async def assemble_stream(response: httpx.Response, model: str, paid: PaidRespon
 
 
 async def _capped_lines(
-    response: httpx.Response, *, charged: bool | None
+    response: httpx2.Response, *, charged: bool | None
 ) -> AsyncIterator[list[str]]:
     """The lines of a streamed answer, a batch per network read, at most MAX_STREAM_BYTES in all
     and MAX_EVENT_BYTES a line: httpx's own line reader would buffer a hostile line without end.

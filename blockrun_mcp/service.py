@@ -401,9 +401,9 @@ class BlockrunService:
         hold = LedgerHold(
             self.ledger, row.payment_id, stored.amount_atomic if stored else payment.amount_atomic
         )
-        import httpx
+        import httpx2
 
-        paid = PaidResponse(httpx.Response(202), payment, hold)
+        paid = PaidResponse(httpx2.Response(202), payment, hold)
         job = VideoJob(id=row.job_id, poll_url=row.poll_url, payment=payment, paid=paid)
         return await self._wait_video(budget, job, row.model, progress)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
+import httpx2
 import pytest
 
 from blockrun_mcp.sandbox import replies
@@ -201,7 +201,7 @@ async def test_fault_matrix(sandbox, tmp_path: Path, tool: str, fault: str) -> N
     async with open_server(tmp_path, sandbox, video_wait_seconds=spec.video_wait_seconds) as h:
         h.service.payer.retry_delay_seconds = 0.01
         if spec.read_timeout is not None:
-            h.service.gateway.http.timeout = httpx.Timeout(5.0, read=spec.read_timeout)
+            h.service.gateway.http.timeout = httpx2.Timeout(5.0, read=spec.read_timeout)
         state.set_faults(**{"video_polls_before_done": 1, **spec.faults})
         with anyio.fail_after(20):
             result = await h.call(name, arguments)
@@ -287,7 +287,7 @@ async def test_fault_matrix(sandbox, tmp_path: Path, tool: str, fault: str) -> N
 
         # The server is still fine: a clean call afterwards works and pays once more at most.
         state.clear_faults()
-        h.service.gateway.http.timeout = httpx.Timeout(30.0)
+        h.service.gateway.http.timeout = httpx2.Timeout(30.0)
         after = await h.ok("ask_model", {"prompt": "after the fault", "model": OPUS})
         assert "after the fault" in after["content"]
         reconcile(h.ledger, state, logical_requests=2)

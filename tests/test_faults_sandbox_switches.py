@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 
-import httpx
+import httpx2
 import pytest
 
 from blockrun_mcp.gateway_models import ImageRequest, VideoRequest
@@ -19,7 +19,7 @@ from tests.payer_support import chat_request
 pytestmark = pytest.mark.anyio
 
 
-def _terms(response: httpx.Response) -> dict:
+def _terms(response: httpx2.Response) -> dict:
     return json.loads(base64.b64decode(response.headers["PAYMENT-REQUIRED"]))
 
 
@@ -121,7 +121,7 @@ async def test_after_settlement_faults_hit_the_poll_that_settles_a_video(
 
 
 async def test_new_switches_are_settable_over_http(sandbox):
-    async with httpx.AsyncClient() as http:
+    async with httpx2.AsyncClient() as http:
         root = sandbox.base_url.removesuffix("/api")
         response = await http.post(
             f"{root}/_sandbox/faults",

@@ -18,7 +18,7 @@ import pytest
 import blockrun_mcp
 
 REPO = Path(__file__).resolve().parent.parent
-RUNTIME_DEPENDENCIES = {"mcp", "httpx", "eth-account", "pydantic", "anyio", "coincurve", "sniffio"}
+RUNTIME_DEPENDENCIES = {"mcp", "httpx2", "eth-account", "pydantic", "anyio", "coincurve"}
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +99,15 @@ def test_python_dash_m_runs_the_same_command():
         check=True,
     )
     assert done.stdout.strip() == f"blockrun-mcp {blockrun_mcp.__version__}"
+
+
+def test_the_package_uses_httpx2_never_httpx():
+    # httpx2 is the declared HTTP client; a stray `import httpx` would work in a dev venv (the
+    # tests install httpx for the benchmark) and fail for users, who do not have it.
+    stray = [
+        f"{path.relative_to(REPO)}:{number}"
+        for path in (REPO / "blockrun_mcp").rglob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if re.match(r"\s*(import httpx|from httpx)\b(?!2)", line)
+    ]
+    assert stray == []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import anyio
-import httpx
+import httpx2
 import pytest
 
 from blockrun_mcp.gateway import GatewayError
@@ -233,7 +233,7 @@ async def test_real_unfunded_wallet_says_where_to_send_usdc(sandbox, gateway, fu
 
 async def test_slow_answer_past_the_timeout_never_pays_twice(sandbox, funded_account):
     gateway = make_gateway(sandbox.base_url, funded_account, paid_attempts=2)
-    gateway.http.timeout = httpx.Timeout(5.0, read=0.3)
+    gateway.http.timeout = httpx2.Timeout(5.0, read=0.3)
     sandbox.state.set_faults(delay_seconds=1.0)
     try:
         with pytest.raises((PaidRequestFailed, PaymentReplay)):

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import anyio
-import httpx
+import httpx2
 import pytest
 from blockrun_llm.x402 import create_payment_payload
 
@@ -41,7 +41,7 @@ def encode(value: Any) -> str:
     return base64.b64encode(json.dumps(value).encode()).decode()
 
 
-def terms_of(response: httpx.Response) -> dict[str, Any]:
+def terms_of(response: httpx2.Response) -> dict[str, Any]:
     assert response.status_code == 402, response.text
     return decode(response.headers["PAYMENT-REQUIRED"])
 
@@ -75,7 +75,7 @@ def with_accepted(header: str, accepted: dict[str, Any]) -> str:
     return encode(payload)
 
 
-def rejection(response: httpx.Response) -> tuple[str, str]:
+def rejection(response: httpx2.Response) -> tuple[str, str]:
     assert response.status_code == 402, response.text
     body = response.json()
     assert body["error"] == "Payment verification failed"
@@ -85,23 +85,23 @@ def rejection(response: httpx.Response) -> tuple[str, str]:
 class Gateway:
     """A thin httpx wrapper bound to one sandbox."""
 
-    def __init__(self, server: SandboxServer, client: httpx.Client) -> None:
+    def __init__(self, server: SandboxServer, client: httpx2.Client) -> None:
         self.server = server
         self.state = server.state
         self.url = server.base_url
         self.client = client
 
-    def post(self, path: str, body: Any, header: str | None = None, **kw: Any) -> httpx.Response:
+    def post(self, path: str, body: Any, header: str | None = None, **kw: Any) -> httpx2.Response:
         headers = {"PAYMENT-SIGNATURE": header} if header else {}
         return self.client.post(self.url + path, json=body, headers=headers, **kw)
 
-    def get(self, path_or_url: str, header: str | None = None) -> httpx.Response:
+    def get(self, path_or_url: str, header: str | None = None) -> httpx2.Response:
         url = path_or_url if path_or_url.startswith("http") else self.url + path_or_url
         return self.client.get(url, headers={"PAYMENT-SIGNATURE": header} if header else {})
 
     def pay(
         self, account: Any, path: str, body: Any, **sign_kwargs: Any
-    ) -> tuple[dict[str, Any], str, httpx.Response]:
+    ) -> tuple[dict[str, Any], str, httpx2.Response]:
         terms = terms_of(self.post(path, body))
         header = sign(account, terms, **sign_kwargs)
         return terms, header, self.post(path, body, header)
@@ -109,7 +109,7 @@ class Gateway:
 
 @pytest.fixture
 def gw(sandbox: SandboxServer) -> Iterator[Gateway]:
-    with httpx.Client(timeout=10) as client:
+    with httpx2.Client(timeout=10) as client:
         yield Gateway(sandbox, client)
 
 
@@ -200,7 +200,7 @@ def test_402_terms_have_the_documented_shape(gw: Gateway) -> None:
 
 def test_sepolia_sandbox_issues_sepolia_terms() -> None:
     with SandboxServer(SandboxState(network="base-sepolia")) as server:
-        response = httpx.post(server.base_url + CHAT, json=HELLO)
+        response = httpx2.post(server.base_url + CHAT, json=HELLO)
     requirement = terms_of(response)["accepts"][0]
     assert requirement["network"] == BASE_SEPOLIA.caip2
     assert requirement["asset"] == BASE_SEPOLIA.usdc
@@ -475,7 +475,7 @@ def test_unfunded_payer_is_payment_unfunded(gw: Gateway, funded_account: Any) ->
 
 def test_balance_runs_out_after_paid_calls(funded_account: Any) -> None:
     state = SandboxState(starting_balance_usd=0.004)
-    with SandboxServer(state) as server, httpx.Client() as client:
+    with SandboxServer(state) as server, httpx2.Client() as client:
         gw = Gateway(server, client)
         statuses = [gw.pay(funded_account, CHAT, HELLO)[2].status_code for _ in range(3)]
     assert statuses == [200, 200, 402]
@@ -512,7 +512,7 @@ def test_opus_refusal_is_content_filter(gw: Gateway, funded_account: Any) -> Non
     assert len(gw.state.settlements) == 1
 
 
-def read_events(response: httpx.Response) -> list[Any]:
+def read_events(response: httpx2.Response) -> list[Any]:
     events = []
     for line in response.iter_lines():
         if line.startswith("data: "):
@@ -693,7 +693,7 @@ def test_drop_after_settlement_cuts_the_connection(gw: Gateway, funded_account: 
     gw.state.set_faults(drop_after_settlement=True, times=1)
     terms = terms_of(gw.post(CHAT, HELLO))
     header = sign(funded_account, terms)
-    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+    with pytest.raises((httpx2.RemoteProtocolError, httpx2.ReadError)):
         gw.post(CHAT, HELLO, header)
     assert len(gw.state.settlements) == 1
     assert rejection(gw.post(CHAT, HELLO, header))[0] == "PAYMENT_REPLAY"
@@ -712,7 +712,7 @@ def test_delay_slows_paid_requests_only(gw: Gateway, funded_account: Any) -> Non
 def test_delay_past_the_client_timeout_still_settles(gw: Gateway, funded_account: Any) -> None:
     gw.state.set_faults(delay_seconds=0.4)
     header = sign(funded_account, terms_of(gw.post(CHAT, HELLO)))
-    with pytest.raises(httpx.ReadTimeout):
+    with pytest.raises(httpx2.ReadTimeout):
         gw.post(CHAT, HELLO, header, timeout=0.1)
     deadline = time.monotonic() + 2
     while not gw.state.settlements and time.monotonic() < deadline:
@@ -763,9 +763,9 @@ def test_malformed_402_huge_header() -> None:
     state = SandboxState()
     state.set_faults(malformed_402="huge")
 
-    async def probe() -> httpx.Response:
-        transport = httpx.ASGITransport(app=create_app(state))
-        async with httpx.AsyncClient(transport=transport, base_url="http://sandbox") as client:
+    async def probe() -> httpx2.Response:
+        transport = httpx2.ASGITransport(app=create_app(state))
+        async with httpx2.AsyncClient(transport=transport, base_url="http://sandbox") as client:
             return await client.post("/api" + CHAT, json=HELLO)
 
     response = anyio.run(probe)
@@ -903,7 +903,7 @@ def test_stream_cut_after_chunks(gw: Gateway, funded_account: Any) -> None:
     body = {**HELLO, "stream": True}
     header = sign(funded_account, terms_of(gw.post(CHAT, body)))
     events: list[str] = []
-    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):  # noqa: SIM117
+    with pytest.raises((httpx2.RemoteProtocolError, httpx2.ReadError)):  # noqa: SIM117
         with gw.client.stream(
             "POST", gw.url + CHAT, json=body, headers={"PAYMENT-SIGNATURE": header}
         ) as response:
@@ -1007,7 +1007,7 @@ def test_blockrun_sdk_pays_the_sandbox(
 def test_server_runs_under_async_with() -> None:
     async def main() -> int:
         async with SandboxServer() as server:
-            async with httpx.AsyncClient() as client:
+            async with httpx2.AsyncClient() as client:
                 response = await client.get(server.base_url + "/v1/models")
             return response.status_code
 
@@ -1019,6 +1019,6 @@ def test_server_starts_fast_and_frees_its_port() -> None:
     with SandboxServer() as server:
         assert time.monotonic() - started < 1
         port = server.port
-        assert httpx.get(server.base_url + "/v1/models").status_code == 200
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(f"http://127.0.0.1:{port}/api/v1/models")
+        assert httpx2.get(server.base_url + "/v1/models").status_code == 200
+    with pytest.raises(httpx2.ConnectError):
+        httpx2.get(f"http://127.0.0.1:{port}/api/v1/models")

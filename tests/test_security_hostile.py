@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
+import httpx2
 import pytest
 
 from blockrun_mcp.sandbox.media import png_bytes
@@ -213,7 +213,7 @@ def _guard(h: Any, sandbox: Any) -> list[str]:
     seen: list[str] = []
     allowed = (sandbox.host, sandbox.port)
 
-    async def hook(request: httpx.Request) -> None:
+    async def hook(request: httpx2.Request) -> None:
         seen.append(str(request.url))
         if (request.url.host, request.url.port) != allowed:
             raise RuntimeError(f"the client tried to reach {request.url}")

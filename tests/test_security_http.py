@@ -15,7 +15,7 @@ from __future__ import annotations
 import socket
 
 import anyio
-import httpx
+import httpx2
 import pytest
 
 from blockrun_mcp.config import ConfigError, load_config
@@ -35,8 +35,8 @@ pytestmark = pytest.mark.anyio
 TOKEN = "security-token-" + "c" * 24
 
 
-async def _post(url: str, headers: dict[str, str]) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=10) as http:
+async def _post(url: str, headers: dict[str, str]) -> httpx2.Response:
+    async with httpx2.AsyncClient(timeout=10) as http:
         return await http.post(url, json=INITIALIZE, headers={**MCP_HEADERS, **headers})
 
 

@@ -6,7 +6,6 @@ import socket
 import stat
 
 import anyio
-import httpx
 import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
@@ -108,8 +107,8 @@ def _auth(token: str = TOKEN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def _post(url: str, headers: dict[str, str]) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=10) as http:
+async def _post(url: str, headers: dict[str, str]) -> httpx2.Response:
+    async with httpx2.AsyncClient(timeout=10) as http:
         return await http.post(url, json=INITIALIZE, headers={**MCP_HEADERS, **headers})
 
 

@@ -118,10 +118,10 @@ def _check_window(authorization: dict[str, str], timeout: int, now: int) -> None
 
 
 def _matching_issued_v2(state: SandboxState, accepted: dict[str, Any], key: str) -> None:
-    issued = [i for i in state.issued_for(accepted) if i.version == 2]
-    if not issued:
+    issued = state.issued_for(accepted, 2, key)
+    if issued is None:
         raise _invalid("'accepted' does not match any payment requirement this gateway issued")
-    if not any(i.request_key == key for i in issued):
+    if not issued:
         raise _invalid("'accepted' was issued for a different request (endpoint or body)")
 
 

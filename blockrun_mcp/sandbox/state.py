@@ -102,9 +102,9 @@ class SandboxState:
             # Every requirement a 402 offered; `issued` also says which request it was for.
             self.issued_terms: list[dict[str, Any]] = []
             self.issued: list[IssuedRequirement] = []
-            # The same, keyed by the requirement's canonical JSON: verifying a payment is a
-            # lookup, not a scan of every 402 ever issued (which made long runs ever slower).
-            self.issued_by_terms: dict[str, list[IssuedRequirement]] = {}
+            # (version, canonical JSON of the terms) -> the requests they were issued for:
+            # verifying a payment is a lookup, not a scan of every 402 ever issued.
+            self.issued_by_terms: dict[tuple[int, str], set[str]] = {}
             # Atomic USDC per checksummed payer; payers not listed hold the starting balance.
             self.balances: dict[str, int] = {}
             # (method, path, had a payment header) of every /api request; /_sandbox/* is left
@@ -186,12 +186,20 @@ class SandboxState:
         with self.lock:
             self.issued_terms.append(requirement)
             self.issued.append(issued)
-            self.issued_by_terms.setdefault(canonical(requirement), []).append(issued)
+            terms = (version, canonical(requirement))
+            self.issued_by_terms.setdefault(terms, set()).add(request_key)
 
-    def issued_for(self, requirement: dict[str, Any]) -> list[IssuedRequirement]:
-        """Every issue of exactly these terms (key order ignored)."""
+    def issued_for(
+        self, requirement: dict[str, Any], version: int, request_key: str
+    ) -> bool | None:
+        """Were exactly these terms (key order ignored) issued for this request? None: never
+        issued at all; False: issued, but for another request.
+
+        A set per terms, not a list: a client repeating one request gets the same terms every
+        time, and scanning every issue made each verification slower than the last."""
         with self.lock:
-            return list(self.issued_by_terms.get(canonical(requirement), ()))
+            keys = self.issued_by_terms.get((version, canonical(requirement)))
+            return None if keys is None else request_key in keys
 
     def next_payto_index(self) -> int:
         with self.lock:

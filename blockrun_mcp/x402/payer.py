@@ -5,7 +5,7 @@ a new nonce would be a second charge. The caller's hold learns how each payment 
 settled (with its receipt), released (the gateway proved nothing was charged), or neither,
 which means unknown and must count as spent.
 
-Not an httpx.Auth: httpx does not hand transport errors back to an auth flow, and resending the
+Not an httpx2.Auth: httpx does not hand transport errors back to an auth flow, and resending the
 same header after a dropped connection is the point of this module.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
-import httpx
+import httpx2
 
 from blockrun_mcp.x402.codec import parse_payment_required, read_receipt, rejection_code
 from blockrun_mcp.x402.errors import (
@@ -91,7 +91,7 @@ async def approve_everything(quote: Quote) -> PaymentHold:
 class PaidResponse:
     """A gateway answer, with the payment that bought it (None when it was free)."""
 
-    response: httpx.Response
+    response: httpx2.Response
     payment: SignedPayment | None = None
     hold: PaymentHold = field(default_factory=_NoHold)
     receipt: SettlementReceipt | None = None
@@ -121,8 +121,8 @@ class X402Payer:
 
     async def send(
         self,
-        client: httpx.AsyncClient,
-        request: httpx.Request,
+        client: httpx2.AsyncClient,
+        request: httpx2.Request,
         *,
         approve: ApproveHook = approve_everything,
         stream: bool = False,
@@ -153,8 +153,8 @@ class X402Payer:
 
     async def resend(
         self,
-        client: httpx.AsyncClient,
-        request: httpx.Request,
+        client: httpx2.AsyncClient,
+        request: httpx2.Request,
         payment: SignedPayment,
         hold: PaymentHold,
         *,
@@ -170,8 +170,8 @@ class X402Payer:
 
     async def _send_paid(
         self,
-        client: httpx.AsyncClient,
-        request: httpx.Request,
+        client: httpx2.AsyncClient,
+        request: httpx2.Request,
         payment: SignedPayment,
         hold: PaymentHold,
         *,
@@ -185,10 +185,10 @@ class X402Payer:
                 await anyio.sleep(self.retry_delay_seconds * attempt)
             try:
                 response = await client.send(request, stream=True)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
                 last_failure = f"could not connect ({type(exc).__name__})"
                 continue
-            except httpx.TransportError as exc:
+            except httpx2.TransportError as exc:
                 may_have_arrived = True
                 last_failure = f"the connection failed ({type(exc).__name__})"
                 continue
@@ -204,7 +204,7 @@ class X402Payer:
             if not stream:
                 try:
                     await read_body(response, self.max_body_bytes, charged=None)
-                except httpx.TransportError as exc:
+                except httpx2.TransportError as exc:
                     # The answer was cut while arriving: resend the same header, as above.
                     last_failure = f"the connection failed ({type(exc).__name__})"
                     continue
@@ -221,7 +221,7 @@ class X402Payer:
         raise PaidRequestFailed(f"{last_failure} after {self.paid_attempts} attempts")
 
     async def _raise_rejection(
-        self, response: httpx.Response, payment: SignedPayment, hold: PaymentHold, *, retried: bool
+        self, response: httpx2.Response, payment: SignedPayment, hold: PaymentHold, *, retried: bool
     ) -> None:
         body = await _read_capped(response)
         await response.aclose()
@@ -241,10 +241,10 @@ class X402Payer:
         )
 
 
-def with_payment(request: httpx.Request, payment: SignedPayment) -> httpx.Request:
-    headers = httpx.Headers(request.headers)
+def with_payment(request: httpx2.Request, payment: SignedPayment) -> httpx2.Request:
+    headers = httpx2.Headers(request.headers)
     headers[payment.header_name] = payment.header_value
-    return httpx.Request(
+    return httpx2.Request(
         request.method,
         request.url,
         headers=headers,
@@ -256,7 +256,7 @@ def with_payment(request: httpx.Request, payment: SignedPayment) -> httpx.Reques
 MAX_ERROR_BODY_BYTES = 64 * 1024
 
 
-async def read_body(response: httpx.Response, limit: int, *, charged: bool | None) -> bytes:
+async def read_body(response: httpx2.Response, limit: int, *, charged: bool | None) -> bytes:
     """Read a streamed response's body, never more than `limit` bytes (AnswerTooLarge beyond).
 
     The body is then kept where `Response.aread()` keeps it, so `.content` and `.json()` work.
@@ -278,7 +278,7 @@ async def read_body(response: httpx.Response, limit: int, *, charged: bool | Non
     return response._content
 
 
-async def _read_capped(response: httpx.Response) -> bytes:
+async def _read_capped(response: httpx2.Response) -> bytes:
     """Read at most MAX_ERROR_BODY_BYTES of a 402 or error body; more is hostile."""
     chunks: list[bytes] = []
     size = 0
