@@ -507,7 +507,7 @@ def main() -> None:
         )
     else:
         settings = Settings(
-            False, args.latency_ms, spawns=9, calls=40, concurrent=32, soak_calls=1000, bursts=5
+            False, args.latency_ms, spawns=9, calls=150, concurrent=32, soak_calls=1000, bursts=5
         )
     started = time.monotonic()
     figures = asyncio.run(main_async(settings))
