@@ -25,20 +25,11 @@ from anyio import wait_readable, wait_writable
 READ_CHUNK = 1 << 16
 
 
-def _identity(fd: int) -> tuple[int, int] | None:
+def _stat(fd: int) -> os.stat_result | None:
     try:
-        info = os.fstat(fd)
+        return os.fstat(fd)
     except OSError:
         return None
-    return info.st_dev, info.st_ino
-
-
-def _is_pollable(fd: int) -> bool:
-    try:
-        mode = os.fstat(fd).st_mode
-    except OSError:
-        return False
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 def _can_claim() -> bool:
@@ -49,10 +40,15 @@ def _can_claim() -> bool:
     lost, so that case keeps the SDK's transport. So does a closed stderr, which has nowhere to
     divert stray output.
     """
-    if sys.platform == "win32" or not (_is_pollable(0) and _is_pollable(1)):
+    if sys.platform == "win32":
         return False
-    stderr = _identity(2)
-    return stderr is not None and stderr not in (_identity(0), _identity(1))
+    stdin, stdout, stderr = _stat(0), _stat(1), _stat(2)
+    if stdin is None or stdout is None or stderr is None:
+        return False
+    wire = (stdin, stdout)
+    if not all(stat.S_ISFIFO(s.st_mode) or stat.S_ISSOCK(s.st_mode) for s in wire):
+        return False
+    return (stderr.st_dev, stderr.st_ino) not in {(s.st_dev, s.st_ino) for s in wire}
 
 
 class PipeLines:
