@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -303,27 +304,18 @@ async def bench_paid(settings: Settings, sandbox: Sandbox, env: dict[str, str]) 
             await bare_paid_call(http, sandbox.base_url, account, stream=True)
         ours, bare = [], []
         for _ in range(settings.calls):
-            started = time.perf_counter()
-            await server.ask()
-            ours.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            await bare_paid_call(http, sandbox.base_url, account)
-            bare.append(time.perf_counter() - started)
+            ours.append(await timed(server.ask()))
+            bare.append(await timed(bare_paid_call(http, sandbox.base_url, account)))
         # What streaming costs by itself: the bare script both ways, interleaved in its own loop
         # (a third call in the loop above would lengthen our server's idle gaps and skew it).
         unstreamed, streamed = [], []
         for _ in range(settings.calls):
-            started = time.perf_counter()
-            await bare_paid_call(http, sandbox.base_url, account)
-            unstreamed.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            await bare_paid_call(http, sandbox.base_url, account, stream=True)
-            streamed.append(time.perf_counter() - started)
-        floor = []
-        for _ in range(settings.calls):  # the MCP round trip alone: a tool that does no I/O
-            started = time.perf_counter()
-            await server.client.call_tool("wallet", {})
-            floor.append(time.perf_counter() - started)
+            unstreamed.append(await timed(bare_paid_call(http, sandbox.base_url, account)))
+            streamed.append(
+                await timed(bare_paid_call(http, sandbox.base_url, account, stream=True))
+            )
+        # The MCP round trip alone: a tool that does no I/O.
+        floor = [await timed(server.client.call_tool("wallet", {})) for _ in range(settings.calls)]
         ours_ms, bare_ms = statistics.median(ours) * 1000, statistics.median(bare) * 1000
         floor_ms = statistics.median(floor) * 1000
         streaming = statistics.median(streamed) / statistics.median(unstreamed)
@@ -347,22 +339,14 @@ async def bench_paid(settings: Settings, sandbox: Sandbox, env: dict[str, str]) 
         )
 
         sandbox.faults(model_latency_seconds=settings.latency_ms / 1000)
-        single = []
-        for _ in range(3):
-            started = time.perf_counter()
-            await server.ask()
-            single.append(time.perf_counter() - started)
-        walls = []
-        for _ in range(1 + settings.bursts):  # the first burst also opens the pooled connections
-            before = sandbox.settled()
-            started = time.perf_counter()
-            results = await asyncio.gather(*(server.ask() for _ in range(settings.concurrent)))
-            walls.append(time.perf_counter() - started)
-            assert sandbox.settled() - before == settings.concurrent == len(results)
+        one, walls = await burst_timings(server.ask, settings, sandbox)
         cold, wall = walls[0], statistics.median(walls[1:])
-        one = statistics.median(single)
         ratio = wall / one
-        bare_ratio = await bare_burst_ratio(settings, sandbox, http, account)
+        # For scale: the bare script's own figure, what the machine allows the stack itself.
+        bare_one, bare_walls = await burst_timings(
+            lambda: bare_paid_call(http, sandbox.base_url, account), settings, sandbox
+        )
+        bare_ratio = statistics.median(bare_walls[1:]) / bare_one
         figures.append(
             Figure(
                 f"{settings.concurrent} concurrent paid ask_model, {settings.latency_ms} ms model latency",
@@ -415,23 +399,25 @@ async def bench_paid(settings: Settings, sandbox: Sandbox, env: dict[str, str]) 
     return figures
 
 
-async def bare_burst_ratio(
-    settings: Settings, sandbox: Sandbox, http: httpx.AsyncClient, account: Any
-) -> float:
-    """The concurrency figure for the bare script: what the machine allows the stack itself."""
-    single = []
-    for _ in range(3):
-        started = time.perf_counter()
-        await bare_paid_call(http, sandbox.base_url, account)
-        single.append(time.perf_counter() - started)
+async def timed(call: Awaitable[Any]) -> float:
+    started = time.perf_counter()
+    await call
+    return time.perf_counter() - started
+
+
+async def burst_timings(
+    call: Callable[[], Awaitable[Any]], settings: Settings, sandbox: Sandbox
+) -> tuple[float, list[float]]:
+    """One call's median wall time (of 3), and the wall times of 1 + `bursts` bursts of
+    `concurrent` calls at once; the first burst also opens the pooled connections. Every burst
+    must settle exactly one payment per call."""
+    one = statistics.median([await timed(call()) for _ in range(3)])
     walls = []
     for _ in range(1 + settings.bursts):
-        started = time.perf_counter()
-        await asyncio.gather(
-            *(bare_paid_call(http, sandbox.base_url, account) for _ in range(settings.concurrent))
-        )
-        walls.append(time.perf_counter() - started)
-    return statistics.median(walls[1:]) / statistics.median(single)
+        before = sandbox.settled()
+        walls.append(await timed(asyncio.gather(*(call() for _ in range(settings.concurrent)))))
+        assert sandbox.settled() - before == settings.concurrent
+    return one, walls
 
 
 def server_env(sandbox: Sandbox, home: Path) -> dict[str, str]:
