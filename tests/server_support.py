@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import jsonschema
 from mcp import Client
 from mcp_types import CallToolResult
@@ -239,6 +240,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+async def wait_for_port(port: int, process: anyio.abc.Process) -> None:
+    """Until a server subprocess listens on `port` (fails at once if it exits instead)."""
+    while True:
+        assert process.returncode is None, "the server exited before listening"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            await anyio.sleep(0.05)
 
 
 def subprocess_env(tmp_path: Path, **extra: str) -> dict[str, str]:

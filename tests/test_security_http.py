@@ -12,8 +12,6 @@ header and a refused request never reaches a tool, and every non-loopback bind n
 
 from __future__ import annotations
 
-import socket
-
 import anyio
 import httpx2
 import pytest
@@ -28,6 +26,7 @@ from tests.server_support import (
     http_server,
     make_service,
     subprocess_env,
+    wait_for_port,
 )
 
 pytestmark = pytest.mark.anyio
@@ -40,16 +39,6 @@ async def _post(url: str, headers: dict[str, str]) -> httpx2.Response:
         return await http.post(url, json=INITIALIZE, headers={**MCP_HEADERS, **headers})
 
 
-async def _wait_for_port(port: int, process: anyio.abc.Process) -> None:
-    while True:
-        assert process.returncode is None, "the server exited before listening"
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            await anyio.sleep(0.05)
-
-
 async def test_pages_on_other_origins_cannot_drive_a_tokenless_loopback_server(tmp_path):
     """`serve --transport http` on loopback with no token: Host and Origin must be its own."""
     port, other = free_port(), free_port()
@@ -59,7 +48,7 @@ async def test_pages_on_other_origins_cannot_drive_a_tokenless_loopback_server(t
     with anyio.fail_after(60):
         async with await anyio.open_process(command, env=subprocess_env(tmp_path)) as process:
             try:
-                await _wait_for_port(port, process)
+                await wait_for_port(port, process)
                 refused = {
                     # A web page on another local port (a dev server, a local app) is foreign.
                     "origin_other_local_port": ({"Origin": f"http://127.0.0.1:{other}"}, 403),

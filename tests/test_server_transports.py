@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import stat
 
 import anyio
@@ -26,6 +25,7 @@ from tests.server_support import (
     new_key,
     open_ledger,
     subprocess_env,
+    wait_for_port,
 )
 
 pytestmark = pytest.mark.anyio
@@ -235,16 +235,6 @@ async def test_http_on_all_interfaces_without_a_token_refuses_to_start(tmp_path)
     assert b"BLOCKRUN_HTTP_TOKEN" in done.stderr
 
 
-async def _wait_for_port(port: int, process: anyio.abc.Process) -> None:
-    while True:
-        assert process.returncode is None, "the server exited before listening"
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            await anyio.sleep(0.05)
-
-
 async def test_serve_http_sandbox_subprocess(tmp_path):
     port = free_port()
     env = subprocess_env(tmp_path, BLOCKRUN_HTTP_TOKEN=TOKEN)
@@ -263,7 +253,7 @@ async def test_serve_http_sandbox_subprocess(tmp_path):
     with anyio.fail_after(SUBPROCESS_SECONDS):
         async with await anyio.open_process(command, env=env) as process:
             try:
-                await _wait_for_port(port, process)
+                await wait_for_port(port, process)
                 assert (await _post(url, {})).status_code == 401
                 async with (
                     http_client() as http,
