@@ -32,6 +32,8 @@ from typing import Any
 
 import httpx
 
+from blockrun_mcp.doctor import initialize_request
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
 MODEL = "openai/gpt-5-nano"
@@ -110,16 +112,8 @@ class Sandbox:
 # --- 1. spawn -> initialize ------------------------------------------------------------------
 
 BASELINE_SERVER = BENCH / "baseline_server.py"
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "bench", "version": "1"},
-    },
-}
+# The same request to both servers; the baseline pays nothing, so sharing our code is fair here.
+INITIALIZE = initialize_request("bench")
 
 
 def time_to_initialize(argv: list[str], env: dict[str, str]) -> float:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from blockrun_mcp.config import DEFAULT_API_URL, ENV_VARS, ConfigError, load_config
 
@@ -414,19 +414,24 @@ def _stdio(env: dict[str, str], checks: list[Check], start_server: bool) -> None
         checks.append(_stdio_probe(console, env))
 
 
-def _stdio_probe(console: str | None, env: dict[str, str]) -> Check:
-    """Start the server as a host would and send `initialize`; it must answer on stdout."""
-    command = [console] if console else [sys.executable, "-m", "blockrun_mcp"]
-    request = {
+def initialize_request(client_name: str) -> dict[str, Any]:
+    """A raw MCP `initialize` request (JSON-RPC id 1), for talking to the server without a client."""
+    return {
         "jsonrpc": "2.0",
         "id": 1,
         "method": "initialize",
         "params": {
             "protocolVersion": "2025-11-25",
             "capabilities": {},
-            "clientInfo": {"name": "blockrun-mcp doctor", "version": "1"},
+            "clientInfo": {"name": client_name, "version": "1"},
         },
     }
+
+
+def _stdio_probe(console: str | None, env: dict[str, str]) -> Check:
+    """Start the server as a host would and send `initialize`; it must answer on stdout."""
+    command = [console] if console else [sys.executable, "-m", "blockrun_mcp"]
+    request = initialize_request("blockrun-mcp doctor")
     shown = " ".join(command)
     started = time.monotonic()
     try:

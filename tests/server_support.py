@@ -27,6 +27,7 @@ from mcp_types import CallToolResult
 from pydantic import SecretStr
 
 from blockrun_mcp.config import Config, load_config
+from blockrun_mcp.doctor import initialize_request
 from blockrun_mcp.ledger import Ledger, PaymentRow
 from blockrun_mcp.sandbox import SandboxServer, SandboxState
 from blockrun_mcp.server import TOOL_NAMES, build_server
@@ -35,16 +36,7 @@ from blockrun_mcp.wallet import Wallet
 
 TOOLS = TOOL_NAMES
 # A raw MCP initialize request, for HTTP tests that talk to the transport without a client.
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "raw-test", "version": "1"},
-    },
-}
+INITIALIZE = initialize_request("raw-test")
 MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
 CHEAP_MODEL = "openai/gpt-5-mini"
 NANO_MODEL = "openai/gpt-5-nano"
