@@ -103,6 +103,7 @@ class GatewayClient:
         self.api_url = api_url.rstrip("/")
         self.payer = payer
         self._http = http
+        self._endpoints: dict[str, httpx2.URL] = {}
 
     @property
     def http(self) -> httpx2.AsyncClient:
@@ -119,10 +120,17 @@ class GatewayClient:
     def url(self, path: str) -> str:
         return f"{self.api_url}{path}"
 
+    def endpoint(self, path: str) -> httpx2.URL:
+        """A fixed endpoint's URL, parsed once: httpx parses a str URL on every request (~20 us)."""
+        url = self._endpoints.get(path)
+        if url is None:
+            url = self._endpoints[path] = httpx2.URL(self.url(path))
+        return url
+
     # --- catalog -----------------------------------------------------------------------
 
     async def list_models(self) -> list[CatalogEntry]:
-        response = await self._send(self.http.build_request("GET", self.url("/v1/models")))
+        response = await self._send(self.http.build_request("GET", self.endpoint("/v1/models")))
         data = self._json(response, "the model catalog")
         items = None
         if isinstance(data, dict):
@@ -151,7 +159,7 @@ class GatewayClient:
     ) -> tuple[ChatAnswer, PaidResponse]:
         """Ask a model. Streamed by default, so a proxy timeout cannot lose a paid answer."""
         http_request = self.http.build_request(
-            "POST", self.url("/v1/chat/completions"), json=request.wire(stream=stream)
+            "POST", self.endpoint("/v1/chat/completions"), json=request.wire(stream=stream)
         )
         paid = await self._paid(http_request, approve, stream=stream)
         response = paid.response
@@ -187,7 +195,7 @@ class GatewayClient:
         self, request: ImageRequest, *, approve: ApproveHook = approve_everything
     ) -> tuple[list[ImageData], PaidResponse]:
         http_request = self.http.build_request(
-            "POST", self.url("/v1/images/generations"), json=request.wire()
+            "POST", self.endpoint("/v1/images/generations"), json=request.wire()
         )
         paid = await self._paid(http_request, approve)
         self._raise_for_status(paid.response, paid)
@@ -223,7 +231,7 @@ class GatewayClient:
         self, request: VideoRequest, *, approve: ApproveHook = approve_everything
     ) -> VideoJob:
         http_request = self.http.build_request(
-            "POST", self.url("/v1/videos/generations"), json=request.wire()
+            "POST", self.endpoint("/v1/videos/generations"), json=request.wire()
         )
         paid = await self._paid(http_request, approve)
         self._raise_for_status(paid.response, paid)

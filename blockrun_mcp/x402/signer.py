@@ -57,18 +57,17 @@ def sign_payment(
 ) -> SignedPayment:
     """Sign `requirement` (already approved by the policy) for `account`."""
     issued_at = int(time.time()) if now is None else now
-    authorization = Authorization(
-        **{
-            "from": account.address,
-            "to": requirement.payTo,
-            "value": str(int(requirement.amount)),
-            "validAfter": str(issued_at - CLOCK_SKEW_SECONDS),
-            "validBefore": str(issued_at + requirement.maxTimeoutSeconds),
-            "nonce": "0x" + secrets.token_hex(32),
-        }
-    )
-    signature = sign_digest(account, transfer_digest(network, authorization.wire()))
-    inner = {"signature": signature, "authorization": authorization.wire()}
+    wire = {
+        "from": account.address,
+        "to": requirement.payTo,
+        "value": str(int(requirement.amount)),
+        "validAfter": str(issued_at - CLOCK_SKEW_SECONDS),
+        "validBefore": str(issued_at + requirement.maxTimeoutSeconds),
+        "nonce": "0x" + secrets.token_hex(32),
+    }
+    authorization = Authorization.model_validate(wire)
+    signature = sign_digest(account, transfer_digest(network, wire))
+    inner = {"signature": signature, "authorization": wire}
     payload: dict[str, Any]
     if terms.x402Version == 1:
         payload = {
