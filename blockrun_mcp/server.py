@@ -6,8 +6,9 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 
 from blockrun_mcp import __version__
 from blockrun_mcp.results import (
@@ -20,6 +21,7 @@ from blockrun_mcp.results import (
     WalletResult,
 )
 from blockrun_mcp.service import BlockrunService, ToolFailure
+from blockrun_mcp.tool_arguments import ToolParameters
 
 INSTRUCTIONS = (
     "Ask other AI models (GPT, Claude, Gemini, DeepSeek, GLM, Kimi, free NVIDIA models) and make "
@@ -78,10 +80,32 @@ def _compact(node: Any, *, optional_inputs: bool = False, in_properties: bool = 
 
 
 class LeanMCPServer(MCPServer):
+    _parameters: dict[str, ToolParameters] | None = None
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        """The SDK's call, with argument mistakes refused in plain sentences (tool_arguments)."""
+        if self._parameters is None:
+            self._parameters = {
+                tool.name: ToolParameters.from_schema(tool.name, tool.input_schema)
+                for tool in await super().list_tools()
+            }
+        parameters = self._parameters.get(name)
+        if parameters is not None and (unknown := parameters.unknown(arguments)):
+            return _error(unknown)
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            invalid = isinstance(exc.__cause__, ValidationError)
+            if parameters is None or not invalid or isinstance(exc, UnexpectedToolError):
+                raise
+            return _error(parameters.invalid(exc.__cause__))
+
     async def list_tools(self) -> Any:
         tools = await super().list_tools()
         for tool in tools:
             tool.input_schema = _compact(tool.input_schema, optional_inputs=True)
+            # Said up front, as call_tool enforces it: an unknown argument is refused.
+            tool.input_schema["additionalProperties"] = False
             if tool.output_schema is not None:
                 tool.output_schema = _compact(tool.output_schema)
         return tools

@@ -133,12 +133,16 @@ async def test_prompts_cannot_steer_where_images_are_saved(sandbox, tmp_path, pr
         assert_ledger_matches_sandbox(h.ledger, sandbox.state)
 
 
-async def test_extra_arguments_are_ignored(sandbox, tmp_path):
+async def test_extra_arguments_are_refused_with_the_tools_own_list(sandbox, tmp_path):
     async with open_server(tmp_path, sandbox) as h:
-        models = await h.ok("list_models", {"category": "video", "secret_flag": True})
-        assert models["models"]
-        estimate = await h.ok("estimate_cost", {"model": CHEAP_MODEL, "stream": False, "n": 9})
-        assert estimate["estimated_usd"] > 0
+        text = await h.fail("list_models", {"category": "video", "secret_flag": True})
+        assert "list_models has no argument 'secret_flag'" in text
+        assert "list_models's arguments: category, provider." in text
+        text = await h.fail("estimate_cost", {"model": CHEAP_MODEL, "stream": False, "n": 9})
+        assert "has no arguments 'stream', 'n';" in text
+        assert not sandbox.state.requests_seen
+        for tool in h.tools.values():  # and the schemas say so up front
+            assert tool.input_schema["additionalProperties"] is False
 
 
 # --- raw JSON-RPC over stdio: what a well-behaved client cannot send ---------------------
