@@ -332,13 +332,25 @@ class GatewayClient:
 
     # --- media -------------------------------------------------------------------------
 
-    async def stream_bytes(self, url: str) -> AsyncIterator[bytes]:
-        """Stream a media file (no payment involved)."""
-        async with self.http.stream("GET", url) as response:
+    async def stream_bytes(self, url: str, connect_to: str | None = None) -> AsyncIterator[bytes]:
+        """Stream a media file (no payment involved).
+
+        With `connect_to`, the connection goes to that address while the Host header and the TLS
+        name (SNI and certificate check) stay the URL's: the address the media check approved is
+        the one connected to, whatever the name resolves to a moment later (DNS rebinding).
+        """
+        request = self.http.build_request("GET", url)  # the Host header is the URL's from here
+        if connect_to is not None:
+            request.extensions["sni_hostname"] = request.url.host
+            request.url = request.url.copy_with(host=connect_to)
+        response = await self.http.send(request, stream=True)
+        try:
             if response.status_code != 200:
                 raise GatewayError(f"Downloading {url} failed with HTTP {response.status_code}.")
             async for chunk in response.aiter_bytes():
                 yield chunk
+        finally:
+            await response.aclose()
 
     # --- plumbing ----------------------------------------------------------------------
 

@@ -130,8 +130,9 @@ class MediaStore:
             )
         return False
 
-    async def check_resolved(self, url: str) -> None:
-        """Refuse a DNS name that resolves to a private or loopback address."""
+    async def check_resolved(self, url: str) -> str:
+        """Refuse a DNS name that resolves to a private or loopback address; else the address
+        to connect to (the download is pinned to it, so a second lookup cannot rebind it)."""
         import anyio
 
         parsed = urlparse(url)
@@ -140,26 +141,32 @@ class MediaStore:
             infos = await anyio.getaddrinfo(host, parsed.port or 443, type=socket.SOCK_STREAM)
         except OSError:
             raise MediaError(f"Refused to download media: {host} does not resolve.") from None
-        for *_, sockaddr in infos:
-            address = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+        for address in addresses:
             if not address.is_global:
                 raise MediaError(
                     f"Refused to download media from {host}: it resolves to a private or "
                     f"loopback address ({address})."
                 )
+        if not addresses:
+            raise MediaError(f"Refused to download media: {host} does not resolve.")
+        return str(addresses[0])
 
     async def save_download(
         self,
         url: str,
         prompt: str,
-        chunks: Callable[[str], AsyncIterator[bytes]],
+        chunks: Callable[[str, str | None], AsyncIterator[bytes]],
         *,
         kind: str = "image",
         content_type: str | None = None,
     ) -> Path:
-        """Stream `url` into a new file in the output dir, capped in size."""
-        if self.check_download_url(url):
-            await self.check_resolved(url)
+        """Stream `url` into a new file in the output dir, capped in size.
+
+        `chunks(url, connect_to)` streams the body; `connect_to` is the checked address of a DNS
+        name, which the connection must use instead of resolving the name again.
+        """
+        connect_to = await self.check_resolved(url) if self.check_download_url(url) else None
         limit = MAX_VIDEO_BYTES if kind == "video" else MAX_IMAGE_BYTES
         stem = safe_stem(prompt, kind)
         partial = self._target(stem, "part")
@@ -167,7 +174,7 @@ class MediaStore:
         head = b""
         try:
             with open(partial, "xb") as handle:
-                async for chunk in chunks(url):
+                async for chunk in chunks(url, connect_to):
                     size += len(chunk)
                     if size > limit:
                         raise MediaError(
