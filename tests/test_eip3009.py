@@ -12,6 +12,15 @@ from blockrun_mcp.x402.eip3009 import signable_transfer, signable_transfer_fast,
 from blockrun_mcp.x402.networks import NETWORKS
 from blockrun_mcp.x402.signer import sign_digest
 
+FIXED_AUTHORIZATION = {
+    "from": "0x" + "11" * 20,
+    "to": "0x" + "22" * 20,
+    "value": "1",
+    "validAfter": "0",
+    "validBefore": "1",
+    "nonce": "0x" + "33" * 32,
+}
+
 
 @pytest.mark.parametrize("network", list(NETWORKS.values()), ids=list(NETWORKS))
 def test_fast_message_equals_the_library_encoding(network):
@@ -31,14 +40,7 @@ def test_fast_message_equals_the_library_encoding(network):
 
 
 def test_domains_differ_between_networks():
-    auth = {
-        "from": "0x" + "11" * 20,
-        "to": "0x" + "22" * 20,
-        "value": "1",
-        "validAfter": "0",
-        "validBefore": "1",
-        "nonce": "0x" + "33" * 32,
-    }
+    auth = dict(FIXED_AUTHORIZATION)
     base, sepolia = (signable_transfer_fast(n, auth) for n in NETWORKS.values())
     assert base.header != sepolia.header and base.body == sepolia.body
 
@@ -91,14 +93,7 @@ def test_the_cached_signing_key_prints_no_key():
 )
 def test_fast_message_refuses_malformed_fields(field, value, library_refuses):
     network = next(iter(NETWORKS.values()))
-    authorization = {
-        "from": "0x" + "11" * 20,
-        "to": "0x" + "22" * 20,
-        "value": "1",
-        "validAfter": "0",
-        "validBefore": "1",
-        "nonce": "0x" + "33" * 32,
-    }
+    authorization = dict(FIXED_AUTHORIZATION)
     authorization[field] = value
     if library_refuses:
         with pytest.raises(Exception):  # noqa: B017 - each library raises its own type
