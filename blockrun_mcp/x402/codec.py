@@ -62,15 +62,12 @@ def _terms_from(data: Any, source: str) -> PaymentRequired:
         raise MalformedTerms(f"the {source} lists {len(accepts)} payment options")
     try:
         requirements = [PaymentRequirement.from_wire(item, version=version) for item in accepts]
-        terms = PaymentRequired.model_validate(
-            {**data, "accepts": [r.model_dump(exclude={"raw"}) for r in requirements]}
-        )
+        # Validated once: pydantic takes the model instances as they are (and keeps their raw).
+        terms = PaymentRequired.model_validate({**data, "accepts": requirements})
     except (ValidationError, ValueError) as exc:
         first = exc.errors()[0] if isinstance(exc, ValidationError) else {"msg": str(exc)}
         where = ".".join(str(p) for p in first.get("loc", ()))
         raise MalformedTerms(f"the {source} is invalid ({where} {first['msg']})".strip()) from None
-    for parsed, requirement in zip(terms.accepts, requirements, strict=True):
-        parsed.raw = requirement.raw
     if isinstance(data.get("resource"), dict):
         terms.raw_resource = data["resource"]
     if version == 1 and not terms.resource.url:
