@@ -13,7 +13,9 @@ stderr, so a stray print or child process cannot corrupt the protocol stream.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import stat
 import sys
 from collections.abc import Callable, Iterator
@@ -23,6 +25,9 @@ from dataclasses import dataclass
 from anyio import wait_readable, wait_writable
 
 READ_CHUNK = 1 << 16
+# A \uD800-\uDFFF escape: half of a UTF-16 pair, or a lone one (rare: checked only then).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _stat(fd: int) -> os.stat_result | None:
@@ -69,7 +74,8 @@ class PipeLines:
                 line = self._buffer[: end + 1]
                 del self._buffer[: end + 1]
                 self._scanned = 0
-                return line.decode("utf-8", errors="replace")  # a line never splits a character
+                # A line never splits a character.
+                return mend_surrogates(line.decode("utf-8", errors="replace"))
             self._scanned = len(self._buffer)
             try:
                 chunk = os.read(self.fd, READ_CHUNK)
@@ -84,6 +90,33 @@ class PipeLines:
                     return rest
                 raise StopAsyncIteration
             self._buffer += chunk
+
+
+def mend_surrogates(line: str) -> str:
+    """The line with each lone UTF-16 surrogate escape ("\\ud800") made U+FFFD.
+
+    JSON allows the escape, but the SDK's parser rejects it as invalid JSON and drops the message
+    without an answer, leaving the host waiting on that request. Invalid UTF-8 on the wire already
+    becomes U+FFFD (above); this treats a lone surrogate the same way. Paired escapes (an emoji
+    sent as ASCII) come through unchanged in meaning.
+    """
+    if not _SURROGATE_ESCAPE.search(line):
+        return line
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return line  # not JSON at all: the SDK reports it as before
+    return json.dumps(_mended(message), ensure_ascii=False) + "\n"
+
+
+def _mended(value: object) -> object:
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_mended(item) for item in value]
+    if isinstance(value, dict):
+        return {_mended(key): _mended(item) for key, item in value.items()}
+    return value
 
 
 class PipeWriter:

@@ -13,6 +13,7 @@ from tests.payer_support import assert_every_payment_valid
 from tests.server_support import (
     CHEAP_MODEL,
     DATA_URI_IMAGE_MODEL,
+    FREE_MODEL,
     PYTHON,
     URL_IMAGE_MODEL,
     VIDEO_MODEL,
@@ -223,6 +224,15 @@ async def test_raw_nan_and_garbage_over_stdio(tmp_path):
                 await raw.request(7, "tools/list", "{}")
                 tools = (await raw.response(7))["result"]["tools"]
                 assert len(tools) == 7
+                # A lone UTF-16 surrogate escape is valid JSON syntax that the SDK's parser
+                # refuses (it would drop the request unanswered): it arrives as U+FFFD, like
+                # invalid UTF-8, and an emoji sent as a surrogate pair arrives whole.
+                prompt = r'{"prompt":"lone \ud800 pair \ud83d\ude00","model":"MODEL"}'
+                prompt = prompt.replace("MODEL", FREE_MODEL)
+                await raw.request(8, "tools/call", call.format("ask_model", prompt))
+                answer = (await raw.response(8))["result"]
+                assert answer["isError"] is False, answer
+                assert "lone \ufffd pair \U0001f600" in answer["structuredContent"]["content"]
             finally:
                 process.terminate()
                 await process.wait()

@@ -421,3 +421,20 @@ def test_server_answers_two_messages_that_arrive_in_one_read(tmp_path: Path) -> 
     initialized = responses[INITIALIZE["id"]]["result"]
     assert initialized["protocolVersion"] == INITIALIZE["params"]["protocolVersion"]
     assert initialized["serverInfo"]["name"] == "blockrun"
+
+
+def test_lone_surrogate_escapes_become_replacement_characters():
+    from blockrun_mcp.stdio_pipes import mend_surrogates
+
+    plain = '{"jsonrpc":"2.0","id":1,"method":"ping"}\n'
+    assert mend_surrogates(plain) is plain  # the common case is not even parsed
+    line = r'{"a":"x\ud800y","\udfffkey":["\ud83d\ude00",{"b":"\\ud800"}],"n":1}' + "\n"
+    mended = mend_surrogates(line)
+    assert json.loads(mended) == {
+        "a": "x\ufffdy",
+        "\ufffdkey": ["\U0001f600", {"b": "\\ud800"}],
+        "n": 1,
+    }
+    assert mended.endswith("\n") and mended.count("\n") == 1
+    mended.encode("utf-8")  # encodable: no surrogate is left
+    assert mend_surrogates("not json \\ud800\n") == "not json \\ud800\n"
