@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlparse
@@ -332,18 +333,17 @@ class GatewayClient:
 
     # --- media -------------------------------------------------------------------------
 
-    async def stream_bytes(self, url: str, connect_to: str | None = None) -> AsyncIterator[bytes]:
+    async def stream_bytes(
+        self, url: str, connect_to: Sequence[str] | None = None
+    ) -> AsyncIterator[bytes]:
         """Stream a media file (no payment involved).
 
-        With `connect_to`, the connection goes to that address while the Host header and the TLS
-        name (SNI and certificate check) stay the URL's: the address the media check approved is
-        the one connected to, whatever the name resolves to a moment later (DNS rebinding).
+        With `connect_to`, the connection goes to those addresses (the next one when one cannot
+        be reached, as a dual-stack host without an IPv6 route needs) while the Host header and
+        the TLS name (SNI and certificate check) stay the URL's: the addresses the media check
+        approved are the ones connected to, whatever the name resolves to a moment later.
         """
-        request = self.http.build_request("GET", url)  # the Host header is the URL's from here
-        if connect_to is not None:
-            request.extensions["sni_hostname"] = request.url.host
-            request.url = request.url.copy_with(host=connect_to)
-        response = await self.http.send(request, stream=True)
+        response = await self._send_pinned(url, connect_to)
         try:
             if response.status_code != 200:
                 raise GatewayError(f"Downloading {url} failed with HTTP {response.status_code}.")
@@ -351,6 +351,21 @@ class GatewayClient:
                 yield chunk
         finally:
             await response.aclose()
+
+    async def _send_pinned(self, url: str, connect_to: Sequence[str] | None) -> httpx2.Response:
+        if not connect_to:
+            return await self.http.send(self.http.build_request("GET", url), stream=True)
+        *earlier, last = connect_to
+        for address in earlier:
+            with suppress(httpx2.ConnectError, httpx2.ConnectTimeout):
+                return await self.http.send(self._pinned(url, address), stream=True)
+        return await self.http.send(self._pinned(url, last), stream=True)
+
+    def _pinned(self, url: str, address: str) -> httpx2.Request:
+        request = self.http.build_request("GET", url)  # the Host header is the URL's from here
+        request.extensions["sni_hostname"] = request.url.host
+        request.url = request.url.copy_with(host=address)
+        return request
 
     # --- plumbing ----------------------------------------------------------------------
 

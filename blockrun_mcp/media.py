@@ -130,9 +130,10 @@ class MediaStore:
             )
         return False
 
-    async def check_resolved(self, url: str) -> str:
-        """Refuse a DNS name that resolves to a private or loopback address; else the address
-        to connect to (the download is pinned to it, so a second lookup cannot rebind it)."""
+    async def check_resolved(self, url: str) -> tuple[str, ...]:
+        """Refuse a DNS name that resolves to a private or loopback address; else the addresses
+        to connect to, in the resolver's order (the download is pinned to them, so a second
+        lookup cannot rebind it)."""
         import anyio
 
         parsed = urlparse(url)
@@ -150,21 +151,21 @@ class MediaStore:
                 )
         if not addresses:
             raise MediaError(f"Refused to download media: {host} does not resolve.")
-        return str(addresses[0])
+        return tuple(dict.fromkeys(str(address) for address in addresses))
 
     async def save_download(
         self,
         url: str,
         prompt: str,
-        chunks: Callable[[str, str | None], AsyncIterator[bytes]],
+        chunks: Callable[[str, tuple[str, ...] | None], AsyncIterator[bytes]],
         *,
         kind: str = "image",
         content_type: str | None = None,
     ) -> Path:
         """Stream `url` into a new file in the output dir, capped in size.
 
-        `chunks(url, connect_to)` streams the body; `connect_to` is the checked address of a DNS
-        name, which the connection must use instead of resolving the name again.
+        `chunks(url, connect_to)` streams the body; `connect_to` holds the checked addresses of a
+        DNS name, which the connection must use instead of resolving the name again.
         """
         connect_to = await self.check_resolved(url) if self.check_download_url(url) else None
         limit = MAX_VIDEO_BYTES if kind == "video" else MAX_IMAGE_BYTES

@@ -61,9 +61,17 @@ async def test_the_download_goes_to_the_pinned_address_with_the_urls_host(media_
     url = f"http://media.invalid:{port}/cat.png"
     gateway = GatewayClient(GATEWAY, payer=None)
     try:
-        body = b"".join([chunk async for chunk in gateway.stream_bytes(url, "127.0.0.1")])
+        body = b"".join([chunk async for chunk in gateway.stream_bytes(url, ("127.0.0.1",))])
         assert body == PNG
         assert hosts == [f"media.invalid:{port}"]
+        # An address that refuses (nothing listens on 127.0.0.2) gives way to the next one, as a
+        # dual-stack name without an IPv6 route needs; when none connects, the error surfaces.
+        pinned = ("127.0.0.2", "127.0.0.1")
+        assert b"".join([chunk async for chunk in gateway.stream_bytes(url, pinned)]) == PNG
+        assert len(hosts) == 2
+        with pytest.raises(httpx2.ConnectError):
+            async for _ in gateway.stream_bytes(url, ("127.0.0.2", "127.0.0.3")):
+                pass
         with pytest.raises(httpx2.ConnectError):  # unpinned, the name is looked up (and fails)
             async for _ in gateway.stream_bytes(url):
                 pass
@@ -85,9 +93,9 @@ def _resolver(answers: dict[str, list[str]]) -> Any:
 
 class Recorder:
     def __init__(self) -> None:
-        self.calls: list[tuple[str, str | None]] = []
+        self.calls: list[tuple[str, tuple[str, ...] | None]] = []
 
-    async def chunks(self, url: str, connect_to: str | None) -> AsyncIterator[bytes]:
+    async def chunks(self, url: str, connect_to: tuple[str, ...] | None) -> AsyncIterator[bytes]:
         self.calls.append((url, connect_to))
         yield PNG
 
@@ -107,7 +115,9 @@ async def test_save_download_hands_the_checked_address_to_the_connection(tmp_pat
     recorder = Recorder()
     path = await store.save_download("https://cdn.example/a.png", "a cat", recorder.chunks)
     assert path.read_bytes() == PNG
-    assert recorder.calls == [("https://cdn.example/a.png", "93.184.216.34")]
+    assert recorder.calls == [
+        ("https://cdn.example/a.png", ("93.184.216.34", "2606:2800:220:1::1"))
+    ]
 
     # A literal public address and the gateway's own origin need no lookup, so nothing is pinned.
     recorder.calls.clear()
@@ -162,7 +172,7 @@ async def test_over_https_the_certificate_is_checked_against_the_urls_name(tmp_p
         gateway = GatewayClient(GATEWAY, payer=None, http=http)
         try:
             url = f"https://media.invalid:{port}/cat.png"
-            body = b"".join([chunk async for chunk in gateway.stream_bytes(url, "127.0.0.1")])
+            body = b"".join([chunk async for chunk in gateway.stream_bytes(url, ("127.0.0.1",))])
             assert body == PNG and names == ["media.invalid"]
             # The same server under its address alone fails the certificate check: the name is
             # what was verified above, not the address connected to.
