@@ -84,7 +84,7 @@ class PipeLines:
                 continue
             if not chunk:  # the host closed our stdin: a last unterminated line, then the end
                 if self._buffer:
-                    rest = self._buffer.decode("utf-8", errors="replace")
+                    rest = mend_surrogates(self._buffer.decode("utf-8", errors="replace"))
                     self._buffer.clear()
                     self._scanned = 0
                     return rest
@@ -103,10 +103,11 @@ def mend_surrogates(line: str) -> str:
     if not _SURROGATE_ESCAPE.search(line):
         return line
     try:
-        message = json.loads(line)
-    except ValueError:
-        return line  # not JSON at all: the SDK reports it as before
-    return json.dumps(_mended(message), ensure_ascii=False) + "\n"
+        return json.dumps(_mended(json.loads(line)), ensure_ascii=False) + "\n"
+    except (ValueError, RecursionError):
+        # Not JSON, or nested past Python's recursion limit (which the SDK's parser has no
+        # trouble with): the line goes on as it came, for the SDK to answer or report as before.
+        return line
 
 
 def _mended(value: object) -> object:

@@ -438,3 +438,13 @@ def test_lone_surrogate_escapes_become_replacement_characters():
     assert mended.endswith("\n") and mended.count("\n") == 1
     mended.encode("utf-8")  # encodable: no surrogate is left
     assert mend_surrogates("not json \\ud800\n") == "not json \\ud800\n"
+
+
+def test_a_deeply_nested_line_with_a_surrogate_escape_is_passed_on_unchanged():
+    """Python's json gives up past its recursion limit: the line must survive that, not the server."""
+    from blockrun_mcp.stdio_pipes import mend_surrogates
+
+    for depth in (900, 990, 50_000):  # around the limit, where json.loads or the walk gives up
+        line = '{"a":"\\ud800","b":' + "[" * depth + "]" * depth + "}\n"
+        mended = mend_surrogates(line)  # must not raise: it runs in the server's only reader
+        assert mended == line or mended.startswith('{"a": "\ufffd", "b": [[')
