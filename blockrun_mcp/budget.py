@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from blockrun_mcp.x402.errors import PaymentRefused
+from blockrun_mcp.x402.errors import PaymentRefused, ReservationLost
 from blockrun_mcp.x402.networks import atomic_to_usd, usd_to_atomic
 
 if TYPE_CHECKING:
@@ -171,7 +171,10 @@ class LedgerHold:
         self.released = False
 
     async def signed(self, payment: SignedPayment) -> None:
-        self.ledger.mark_signed(self.payment_id, payment.nonce)
+        if not self.ledger.mark_signed(self.payment_id, payment.nonce):
+            # Released under us (a server on another PID namespace took our pid for dead):
+            # sent now, this payment would be spent and counted nowhere.
+            raise ReservationLost()
 
     async def settle(self, receipt: SettlementReceipt | None) -> None:
         amount = self.amount_atomic

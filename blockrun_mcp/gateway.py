@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlparse
 
 import anyio
@@ -28,6 +28,9 @@ from blockrun_mcp.gateway_models import (
     VideoStatus,
 )
 from blockrun_mcp.x402.errors import PaidRequestFailed, PaymentError
+
+if TYPE_CHECKING:
+    import ssl
 from blockrun_mcp.x402.payer import (
     MAX_BODY_BYTES,
     ApproveHook,
@@ -69,14 +72,24 @@ class GatewayUnreachable(GatewayError):
         )
 
 
-def new_http_client() -> httpx2.AsyncClient:
+def new_http_client(
+    *, keepalive: bool = True, verify: ssl.SSLContext | bool = True
+) -> httpx2.AsyncClient:
     """The process's pooled client. Generous read timeout: models can think for minutes."""
     return httpx2.AsyncClient(
         timeout=httpx2.Timeout(connect=10.0, read=180.0, write=30.0, pool=30.0),
-        limits=httpx2.Limits(max_connections=64, max_keepalive_connections=32),
+        limits=httpx2.Limits(max_connections=64, max_keepalive_connections=32 if keepalive else 0),
         headers={"User-Agent": "blockrun-mcp"},
         follow_redirects=False,
+        verify=verify,
     )
+
+
+def _proxied() -> bool:
+    """Whether the environment sends HTTP through a proxy (as httpx2 reads it)."""
+    from urllib.request import getproxies
+
+    return any(scheme in getproxies() for scheme in ("http", "https", "all"))
 
 
 @dataclass
@@ -100,10 +113,12 @@ class GatewayClient:
         api_url: str,
         payer: X402Payer | None,
         http: httpx2.AsyncClient | None = None,
+        media_http: httpx2.AsyncClient | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.payer = payer
         self._http = http
+        self._media_http = media_http
         self._endpoints: dict[str, httpx2.URL] = {}
 
     @property
@@ -114,9 +129,19 @@ class GatewayClient:
             self._http = new_http_client()
         return self._http
 
+    @property
+    def media_http(self) -> httpx2.AsyncClient:
+        """The client for media downloads, which keeps no connection open. A connection pinned
+        to an address was verified for one TLS name, and a pool keys connections by address:
+        kept, it could serve another name (or a bare-address URL) without that name's check."""
+        if self._media_http is None:
+            self._media_http = new_http_client(keepalive=False)
+        return self._media_http
+
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
+        for client in (self._http, self._media_http):
+            if client is not None:
+                await client.aclose()
 
     def url(self, path: str) -> str:
         return f"{self.api_url}{path}"
@@ -342,8 +367,10 @@ class GatewayClient:
         be reached, as a dual-stack host without an IPv6 route needs) while the Host header and
         the TLS name (SNI and certificate check) stay the URL's: the addresses the media check
         approved are the ones connected to, whatever the name resolves to a moment later.
+        Through a proxy from the environment the URL goes as it is: the proxy resolves the name,
+        and its NO_PROXY rules are written for names.
         """
-        response = await self._send_pinned(url, connect_to)
+        response = await self._send_media_request(url, connect_to)
         try:
             if response.status_code != 200:
                 raise GatewayError(f"Downloading {url} failed with HTTP {response.status_code}.")
@@ -352,18 +379,25 @@ class GatewayClient:
         finally:
             await response.aclose()
 
-    async def _send_pinned(self, url: str, connect_to: Sequence[str] | None) -> httpx2.Response:
+    async def _send_media_request(
+        self, url: str, connect_to: Sequence[str] | None
+    ) -> httpx2.Response:
+        http = self.media_http
+        if connect_to is None or _proxied():
+            return await http.send(http.build_request("GET", url), stream=True)
         if not connect_to:
-            return await self.http.send(self.http.build_request("GET", url), stream=True)
+            raise GatewayError(f"No checked address to download {url} from.")
         *earlier, last = connect_to
         for address in earlier:
             with suppress(httpx2.ConnectError, httpx2.ConnectTimeout):
-                return await self.http.send(self._pinned(url, address), stream=True)
-        return await self.http.send(self._pinned(url, last), stream=True)
+                return await http.send(self._pinned(url, address), stream=True)
+        return await http.send(self._pinned(url, last), stream=True)
 
     def _pinned(self, url: str, address: str) -> httpx2.Request:
-        request = self.http.build_request("GET", url)  # the Host header is the URL's from here
-        request.extensions["sni_hostname"] = request.url.host
+        request = self.media_http.build_request("GET", url)  # the Host header is the URL's
+        # The ASCII (IDNA 2008) form, as the Host header has it. (anyio encodes a Unicode name
+        # the same way; Python's ssl alone would use IDNA 2003: "straße" -> "strasse".)
+        request.extensions["sni_hostname"] = request.url.raw_host.decode("ascii")
         request.url = request.url.copy_with(host=address)
         return request
 

@@ -237,13 +237,18 @@ class Ledger:
             self._add(db, session, day, amount_atomic)
             return int(cursor.lastrowid or 0)
 
-    def mark_signed(self, payment_id: int, nonce: str) -> None:
-        # Reserved and signed count the same amount, so no total moves: one statement, which
-        # SQLite commits on its own (and durably) before the payment leaves.
-        self._db.execute(
+    def mark_signed(self, payment_id: int, nonce: str) -> bool:
+        """Record the signature before the payment leaves. False when the row is no longer a
+        reservation (another process sharing the data dir released it): the caller must not send.
+
+        Reserved and signed count the same amount, so no total moves: one statement, committed
+        by SQLite itself (as durable as every commit here: it survives a killed process).
+        """
+        cursor = self._db.execute(
             "UPDATE payments SET status='signed', nonce=?, updated_at=? WHERE id=? AND status='reserved'",
             (nonce, time.time(), payment_id),
         )
+        return cursor.rowcount == 1
 
     def mark_settled(self, payment_id: int, settled_atomic: int, tx_hash: str | None) -> None:
         self._close(

@@ -218,7 +218,9 @@ def _guard(h: Any, sandbox: Any) -> list[str]:
         if (request.url.host, request.url.port) != allowed:
             raise RuntimeError(f"the client tried to reach {request.url}")
 
-    h.service.gateway.http.event_hooks["request"].append(hook)
+    gateway = h.service.gateway
+    for client in (gateway.http, gateway.media_http):  # API calls, and media downloads
+        client.event_hooks["request"].append(hook)
     return seen
 
 

@@ -319,3 +319,35 @@ async def test_a_restart_keeps_the_ledger_and_the_daily_spend(sandbox, tmp_path)
         assert len(settled_rows(second.ledger)) == 1
         assert_every_payment_valid(sandbox.state)
         assert_ledger_matches_sandbox(second.ledger, sandbox.state)
+
+
+async def test_a_reservation_released_by_another_process_is_never_sent(
+    sandbox, tmp_path, monkeypatch
+):
+    """Two servers share a data dir; the other one (which took our pid for dead, as across PID
+    namespaces) releases our reservation between approval and sending. The signed payment must
+    be dropped: sent, it would be spent and counted nowhere."""
+    from blockrun_mcp.budget import SessionBudget
+    from blockrun_mcp.ledger import Ledger
+
+    reserve = SessionBudget.reserve
+
+    def reserve_then_lose_it(self, amount_atomic, *, tool, model):
+        hold = reserve(self, amount_atomic, tool=tool, model=model)
+        other_process = Ledger(self.ledger.path)  # its own connection to the same file
+        other_process.mark_released(hold.payment_id, "process ended before signing")
+        other_process.close()
+        return hold
+
+    monkeypatch.setattr(SessionBudget, "reserve", reserve_then_lose_it)
+    async with open_server(tmp_path, sandbox) as h:
+        text = await h.fail("ask_model", {"prompt": "hi", "model": CHEAP_MODEL})
+        assert "no longer holds this call's budget reservation" in text
+        assert "nothing was spent" in text
+        state = sandbox.state
+        assert not state.payments_seen and not state.settlements
+        assert [p[2] for p in paid_posts(state)] == [False]  # the 402 request only
+        (row,) = h.ledger.payments()
+        assert row.status == "released" and row.counted_atomic == 0
+        assert h.ledger.session_spent_atomic(row.session) == 0
+        assert (await h.ok("budget"))["session_spent_usd"] == 0

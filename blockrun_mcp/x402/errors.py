@@ -33,6 +33,17 @@ class PaymentRefused(PaymentError):
         self.limit = limit
 
 
+class ReservationLost(PaymentError):
+    """The budget's reservation vanished between approval and sending. Nothing was sent."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The ledger no longer holds this call's budget reservation (another blockrun-mcp "
+            "process sharing the data dir released it). The signed payment was discarded before "
+            "it was sent, so nothing was spent. Try again."
+        )
+
+
 class PaymentRejected(PaymentError):
     """The gateway rejected a signed payment. Subclasses say whether it was charged."""
 
