@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -79,6 +80,39 @@ def _compact(node: Any, *, optional_inputs: bool = False, in_properties: bool = 
     return result
 
 
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """Put each `$defs` entry used exactly once where it is used, and drop `$defs` if emptied.
+
+    Shorter for the host's model to read (about 45 bytes a schema), and quicker for a client to
+    validate each result against (no reference to resolve). Shared or recursive ones stay.
+    """
+    definitions = schema.get("$defs")
+    if not isinstance(definitions, dict):
+        return schema
+    text = json.dumps(schema)
+    once = {
+        name: body
+        for name, body in definitions.items()
+        if text.count(f'"#/$defs/{name}"') == 1 and f'"#/$defs/{name}"' not in json.dumps(body)
+    }
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.removeprefix("#/$defs/") in once and len(node) == 1:
+            return inline(once[ref.removeprefix("#/$defs/")])
+        return {key: inline(value) for key, value in node.items() if key != "$defs"}
+
+    result = inline(schema)
+    remaining = {name: body for name, body in definitions.items() if name not in once}
+    if remaining:
+        result["$defs"] = remaining
+    return result
+
+
 class LeanMCPServer(MCPServer):
     _parameters: dict[str, ToolParameters] | None = None
 
@@ -107,7 +141,7 @@ class LeanMCPServer(MCPServer):
             # Said up front, as call_tool enforces it: an unknown argument is refused.
             tool.input_schema["additionalProperties"] = False
             if tool.output_schema is not None:
-                tool.output_schema = _compact(tool.output_schema)
+                tool.output_schema = _inline_refs(_compact(tool.output_schema))
         return tools
 
     async def run_stdio_async(self) -> None:
