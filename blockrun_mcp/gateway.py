@@ -28,9 +28,6 @@ from blockrun_mcp.gateway_models import (
     VideoStatus,
 )
 from blockrun_mcp.x402.errors import PaidRequestFailed, PaymentError
-
-if TYPE_CHECKING:
-    import ssl
 from blockrun_mcp.x402.payer import (
     MAX_BODY_BYTES,
     ApproveHook,
@@ -40,6 +37,9 @@ from blockrun_mcp.x402.payer import (
     read_body,
 )
 from blockrun_mcp.x402.signer import SignedPayment
+
+if TYPE_CHECKING:
+    import ssl
 
 # A chat answer or catalog is kilobytes; cap what a hostile gateway can make us hold.
 MAX_ANSWER_BYTES = MAX_BODY_BYTES

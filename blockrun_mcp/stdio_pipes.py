@@ -74,8 +74,7 @@ class PipeLines:
                 line = self._buffer[: end + 1]
                 del self._buffer[: end + 1]
                 self._scanned = 0
-                # A line never splits a character.
-                return mend_surrogates(line.decode("utf-8", errors="replace"))
+                return _text(line)
             self._scanned = len(self._buffer)
             try:
                 chunk = os.read(self.fd, READ_CHUNK)
@@ -84,12 +83,17 @@ class PipeLines:
                 continue
             if not chunk:  # the host closed our stdin: a last unterminated line, then the end
                 if self._buffer:
-                    rest = mend_surrogates(self._buffer.decode("utf-8", errors="replace"))
+                    rest = _text(self._buffer)
                     self._buffer.clear()
                     self._scanned = 0
                     return rest
                 raise StopAsyncIteration
             self._buffer += chunk
+
+
+def _text(line: bytes | bytearray) -> str:
+    """One message line as the SDK should see it. (A line never splits a character.)"""
+    return mend_surrogates(line.decode("utf-8", errors="replace"))
 
 
 def mend_surrogates(line: str) -> str:

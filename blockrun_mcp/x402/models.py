@@ -64,9 +64,6 @@ class Authorization(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True)
 
-    def wire(self) -> dict[str, str]:
-        return self.model_dump(by_alias=True)
-
 
 class SettlementReceipt(BaseModel):
     """What the server says about settlement (PAYMENT-RESPONSE or the legacy headers)."""
