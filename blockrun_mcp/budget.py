@@ -7,17 +7,20 @@ the payment ended. It does no I/O except through the ledger.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from blockrun_mcp.x402.errors import PaymentRefused, ReservationLost
-from blockrun_mcp.x402.networks import atomic_to_usd, usd_to_atomic
+from blockrun_mcp.x402.networks import atomic_to_usd, parse_atomic, usd_to_atomic
 
 if TYPE_CHECKING:
     from blockrun_mcp.ledger import Ledger
     from blockrun_mcp.x402.models import SettlementReceipt
-    from blockrun_mcp.x402.payer import ApproveHook, PaymentHold, Quote
+    from blockrun_mcp.x402.payer import PaymentHold, Quote
     from blockrun_mcp.x402.signer import SignedPayment
+
+log = logging.getLogger("blockrun_mcp")
 
 # A quote this many times our estimate, and this much above it, is refused as suspicious.
 SUSPICIOUS_RATIO = 1.5
@@ -58,14 +61,15 @@ class SessionBudget:
     # --- limits --------------------------------------------------------------------------
 
     def lower_session_limit(self, new_limit_usd: float) -> float:
-        """The agent may lower its own session limit, never raise it above the configured one."""
+        """The agent may lower its own session limit, never raise it: not above the configured
+        one, and not back above a limit it lowered before (a lowered limit is a promise)."""
         if new_limit_usd < 0:
             raise ValueError("A session limit cannot be negative.")
-        if new_limit_usd > self.configured.session_usd:
+        if new_limit_usd > self.session_limit_usd:
             raise ValueError(
-                f"The session limit cannot be raised above the configured "
-                f"${self.configured.session_usd:.2f}; the user sets it with "
-                "BLOCKRUN_SESSION_BUDGET_USD."
+                f"The session limit can only be lowered: it is ${self.session_limit_usd:.6f} "
+                f"now (configured ${self.configured.session_usd:.2f}). The user sets it with "
+                "BLOCKRUN_SESSION_BUDGET_USD; a new session starts at that."
             )
         self.session_limit_usd = new_limit_usd
         return new_limit_usd
@@ -95,14 +99,9 @@ class SessionBudget:
 
     # --- the payer's hook ----------------------------------------------------------------
 
-    def approver(self, *, tool: str, model: str, estimate_usd: float | None) -> ApproveHook:
+    def approver(self, *, tool: str, model: str, estimate_usd: float | None) -> CallApproval:
         """An approval hook for one tool call: check the quote, then reserve it."""
-
-        async def approve(quote: Quote) -> PaymentHold:
-            self.check_quote(quote.amount_atomic, estimate_usd)
-            return self.reserve(quote.amount_atomic, tool=tool, model=model)
-
-        return approve
+        return CallApproval(self, tool=tool, model=model, estimate_usd=estimate_usd)
 
     def check_quote(self, amount_atomic: int, estimate_usd: float | None) -> None:
         amount_usd = atomic_to_usd(amount_atomic)
@@ -159,8 +158,44 @@ def _limit_message(limit: str, amount_atomic: int, remaining_atomic: int) -> str
     )
 
 
+class CallApproval:
+    """The payer's approval hook for one tool call, remembering the holds it made: when a call
+    ends abnormally (cut by a deadline, cancelled), they say whether money was signed."""
+
+    def __init__(
+        self, budget: SessionBudget, *, tool: str, model: str, estimate_usd: float | None
+    ) -> None:
+        self.budget = budget
+        self.tool = tool
+        self.model = model
+        self.estimate_usd = estimate_usd
+        self.holds: list[LedgerHold] = []
+
+    async def __call__(self, quote: Quote) -> PaymentHold:
+        self.budget.check_quote(quote.amount_atomic, self.estimate_usd)
+        hold = self.budget.reserve(quote.amount_atomic, tool=self.tool, model=self.model)
+        self.holds.append(hold)
+        return hold
+
+    @property
+    def signed(self) -> list[LedgerHold]:
+        """Holds whose payment was signed and may have left (settled or still open)."""
+        return [hold for hold in self.holds if hold.nonce is not None and not hold.released]
+
+    def record(self, note: str) -> None:
+        """Note on every signed, unsettled payment of this call why it ended as it did."""
+        for hold in self.signed:
+            if hold.settled_atomic is None:
+                hold.ledger.add_note(hold.payment_id, note)
+
+
 class LedgerHold:
-    """One reservation in the ledger, moved along by the payer (implements PaymentHold)."""
+    """One reservation in the ledger, moved along by the payer (implements PaymentHold).
+
+    Once signed, it counts its full signed amount until settled (still the full amount: under
+    `exact` the transfer is exactly the authorization's value) or until the reconciler finds it
+    expired and unused on chain. Only a payment that never left the process is released here.
+    """
 
     def __init__(self, ledger: Ledger, payment_id: int, amount_atomic: int) -> None:
         self.ledger = ledger
@@ -168,22 +203,39 @@ class LedgerHold:
         self.amount_atomic = amount_atomic
         self.settled_atomic: int | None = None
         self.tx_hash: str | None = None
+        self.nonce: str | None = None
         self.released = False
 
     async def signed(self, payment: SignedPayment) -> None:
-        if not self.ledger.mark_signed(self.payment_id, payment.nonce):
+        if not self.ledger.mark_signed(
+            self.payment_id,
+            payment.nonce,
+            payer=payment.authorization.from_,
+            pay_to=payment.authorization.to,
+            valid_before=payment.valid_before,
+        ):
             # Released under us (a server on another PID namespace took our pid for dead):
             # sent now, this payment would be spent and counted nowhere.
             raise ReservationLost()
+        self.nonce = payment.nonce
 
     async def settle(self, receipt: SettlementReceipt | None) -> None:
-        amount = self.amount_atomic
-        # A receipt may report a smaller settled amount; never book more than was signed.
-        if receipt is not None and receipt.amount and receipt.amount.isdigit():
-            amount = min(amount, int(receipt.amount))
-        self.settled_atomic = amount
+        # The signed amount, whatever the receipt claims: `exact` moves exactly that much, and a
+        # receipt for less (or more) is the gateway's word, not the chain's.
+        claimed = parse_atomic(receipt.amount) if receipt is not None else None
+        note = ""
+        if receipt is not None and receipt.amount is not None and claimed != self.amount_atomic:
+            note = (
+                f"the receipt claimed {receipt.amount[:40]!r} atomic units; booked the signed "
+                f"{self.amount_atomic}"
+            )
+            log.warning("payment %s: %s", self.payment_id, note)
+        self.settled_atomic = self.amount_atomic
         self.tx_hash = receipt.transaction if receipt else None
-        self.ledger.mark_settled(self.payment_id, amount, self.tx_hash)
+        self.ledger.mark_settled(self.payment_id, self.amount_atomic, self.tx_hash, note=note)
+
+    async def record_claim(self, claim: str) -> None:
+        self.ledger.add_note(self.payment_id, claim)
 
     async def release(self, reason: str) -> None:
         self.released = True
@@ -191,7 +243,5 @@ class LedgerHold:
 
     @property
     def cost_usd(self) -> float:
-        """What this call paid: settled amount, or the signed amount while unknown, 0 if released."""
-        if self.released:
-            return 0.0
-        return usd(self.settled_atomic if self.settled_atomic is not None else self.amount_atomic)
+        """What this call paid: the signed amount, settled or still unknown; 0 if released."""
+        return 0.0 if self.released else usd(self.amount_atomic)

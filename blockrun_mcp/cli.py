@@ -9,9 +9,11 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from blockrun_mcp.config import Config
     from blockrun_mcp.wallet import Wallet
 
@@ -150,8 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
         "what was spent, from the local ledger",
         "Report spending from the ledger ($BLOCKRUN_DATA_DIR/ledger.sqlite3) by day, session,\n"
         "tool and model, with totals, pending payments (signed, outcome unknown) and the\n"
-        "receipts' transaction hashes. Read-only: it never changes the ledger.",
+        "receipts' transaction hashes, and why each pending payment is still counted.\n"
+        "Read-only, unless --reconcile: then the chain (BLOCKRUN_RPC_URL) is asked about each\n"
+        "signed payment first; one it reports used is booked as settled, one that expired\n"
+        "unused is released, and anything it cannot answer stays counted.",
         "examples:\n  blockrun-mcp spend\n  blockrun-mcp spend --days 7\n"
+        "  blockrun-mcp spend --reconcile\n"
         "  blockrun-mcp spend --json | jq .totals\n  blockrun-mcp spend --csv > spend.csv\n"
         "  blockrun-mcp spend --sandbox        (the sandbox's pretend spending)",
     )
@@ -165,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--sandbox",
         action="store_true",
         help="read the sandbox ledger ($BLOCKRUN_DATA_DIR/sandbox)",
+    )
+    spend.add_argument(
+        "--reconcile",
+        action="store_true",
+        help="first settle or release signed payments as the chain reports them",
     )
 
     doctor = _command(
@@ -234,11 +245,8 @@ def _serve(transport: str, host: str, port: int, sandbox: bool) -> None:
 def _wallet(action: str, show_private_key: bool) -> None:
     from blockrun_mcp.wallet import WalletError, create_wallet, find_wallet, key_file_candidates
 
-    if show_private_key and not sys.stdin.isatty():
-        _fail(
-            "refusing to print the private key: that needs an interactive terminal where you "
-            "confirm it (no pipes, no scripts)."
-        )
+    if show_private_key:
+        _check_can_reveal_key()  # before anything else, so a refusal prints nothing at all
     config = _config()
     created = False
     try:
@@ -289,7 +297,36 @@ def _print_wallet(config: Config, wallet: Wallet, created: bool) -> None:
     print(f"fund it: {fund}")
 
 
+def _is_terminal(stream: TextIO | None) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (ValueError, OSError):  # a closed or detached stream is no terminal
+        return False
+
+
+def _check_can_reveal_key() -> None:
+    """The key may go only to a person at a terminal, never to a file, a pipe or a host's log.
+
+    stdin must be a terminal so a person confirms, not a script; stdout must be one because that
+    is where the key is written, and a redirected stdout would keep it.
+    """
+    if not _is_terminal(sys.stdin):
+        _fail(
+            "refusing to print the private key: standard input is not a terminal, and the key "
+            "is shown only after you confirm at an interactive terminal (no pipes, no scripts). "
+            "The private key was not printed."
+        )
+    if not _is_terminal(sys.stdout):
+        _fail(
+            "refusing to print the private key: standard output is not a terminal (it goes to a "
+            "file, a pipe or another program), so the key would be stored there. The private key "
+            "was not printed. Run the command in an interactive terminal without redirecting its "
+            "output."
+        )
+
+
 def _reveal_key(wallet: Wallet) -> None:
+    _check_can_reveal_key()  # again here, so no other caller can skip it
     print(
         "\nThe private key gives full control of this wallet's funds. Anyone who sees it can "
         "spend them.",
@@ -356,8 +393,11 @@ def _spend(args: argparse.Namespace) -> None:
         spend_text,
     )
 
-    path = ledger_path(_config().data_dir, sandbox=args.sandbox)
+    config = _config()
+    path = ledger_path(config.data_dir, sandbox=args.sandbox)
     since = since_day(args.days)
+    if args.reconcile:
+        _reconcile(config, path, sandbox=args.sandbox, quiet=args.json or args.csv)
     try:
         payments = read_payments(path, since)
     except sqlite3.Error as exc:
@@ -370,6 +410,52 @@ def _spend(args: argparse.Namespace) -> None:
         print(json.dumps(summary, indent=2))
     else:
         print(spend_text(summary, sandbox=args.sandbox))
+
+
+def _reconcile(config: Config, path: Path, *, sandbox: bool, quiet: bool) -> None:
+    """`spend --reconcile`: the money rule's chain check over the ledger's open payments."""
+    import sqlite3
+
+    import anyio
+
+    from blockrun_mcp.chain import ChainReader
+    from blockrun_mcp.ledger import Ledger
+    from blockrun_mcp.reconcile import reconcile
+    from blockrun_mcp.x402.networks import network_by_name
+
+    if sandbox:
+        _fail(
+            "--reconcile cannot check the sandbox ledger: the sandbox's stand-in chain lived in "
+            "the server that made those payments, and it is gone. Its pretend payments need no "
+            "reconciling; start a new sandbox session instead.",
+            code=2,
+        )
+    if not path.exists():
+        return
+    network = network_by_name(config.network)
+    try:
+        ledger = Ledger(path)
+    except (sqlite3.Error, OSError) as exc:
+        _fail(f"the ledger {path} cannot be opened ({exc}); `blockrun-mcp doctor` says more", 1)
+
+    async def run() -> Any:
+        async with ChainReader(config.rpc_url, network.usdc) as chain:
+            return await reconcile(ledger, chain, network.name)
+
+    try:
+        found = anyio.run(run)
+    finally:
+        ledger.close()
+    out = sys.stderr if quiet else sys.stdout
+    print(found.summary(), file=out)
+    for outcome in found.outcomes:
+        print(
+            f"  payment {outcome.payment_id} (${outcome.amount_atomic / 1e6:.6f}): "
+            f"{outcome.result}: {outcome.reason}",
+            file=out,
+        )
+    if not quiet:
+        print()
 
 
 def _doctor(as_json: bool) -> None:

@@ -27,7 +27,12 @@ ENV_VARS = (
     "BLOCKRUN_OUTPUT_DIR",
     "BLOCKRUN_HTTP_TOKEN",
     "BLOCKRUN_RPC_URL",
+    "BLOCKRUN_CALL_TIMEOUT_S",
+    "BLOCKRUN_PAY_TO",
 )
+DEFAULT_CALL_TIMEOUT_S = 600.0  # long reasoning answers are legitimate; a trickle forever is not
+MAX_CALL_TIMEOUT_S = 24 * 3600.0
+HEX_DIGITS = "0123456789abcdefABCDEF"
 
 
 class ConfigError(ValueError):
@@ -47,7 +52,11 @@ class Config(BaseModel):
     data_dir: Path = Path("~/.blockrun/mcp").expanduser()
     output_dir: Path = Path("~/.blockrun/mcp/media").expanduser()
     http_token: SecretStr | None = None
-    rpc_url: str = DEFAULT_RPC_URLS["base"]  # for the balance shown by `wallet` and `doctor`
+    # The balance shown by `wallet` and `doctor`, and the chain check that releases expired,
+    # unused authorizations (reconcile.py).
+    rpc_url: str = DEFAULT_RPC_URLS["base"]
+    call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S  # one paid call, first request to last byte
+    pay_to: str | None = None  # when set, the only payee a payment is ever signed for
     home: Path = Path("~").expanduser()  # where ~/.blockrun key files are looked up
 
 
@@ -66,6 +75,37 @@ def _money(env: Mapping[str, str], name: str, default: float | None) -> float | 
     if value > 1_000_000:
         raise ConfigError(f"{name}={raw!r} is implausibly large; use a real dollar limit")
     return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw.removesuffix("s"))
+    except ValueError:
+        raise ConfigError(
+            f"{name}={raw!r} is not a number of seconds; use e.g. {name}=600"
+        ) from None
+    if not math.isfinite(value) or not 0 < value <= MAX_CALL_TIMEOUT_S:
+        raise ConfigError(
+            f"{name}={raw!r} must be more than 0 and at most {MAX_CALL_TIMEOUT_S:g} seconds, "
+            f"e.g. {name}=600"
+        )
+    return value
+
+
+def _address(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    body = raw.removeprefix("0x")
+    if not raw.startswith("0x") or len(body) != 40 or any(c not in HEX_DIGITS for c in body):
+        raise ConfigError(
+            f"{name}={raw[:60]!r} is not an address; use the 0x-prefixed 40-hex-digit address of "
+            "the payee, or leave it unset"
+        )
+    return raw
 
 
 def _api_url(raw: str, name: str = "BLOCKRUN_API_URL", example: str = DEFAULT_API_URL) -> str:
@@ -134,5 +174,7 @@ def load_config(env: Mapping[str, str] | None = None, *, home: Path | None = Non
             "BLOCKRUN_RPC_URL",
             DEFAULT_RPC_URLS[network],
         ),
+        call_timeout_s=_seconds(env, "BLOCKRUN_CALL_TIMEOUT_S", DEFAULT_CALL_TIMEOUT_S),
+        pay_to=_address(env, "BLOCKRUN_PAY_TO"),
         home=home,
     )

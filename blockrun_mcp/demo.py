@@ -1,7 +1,8 @@
 """`blockrun-mcp demo`: every tool once, through a real MCP client session over stdio, on the sandbox.
 
 It starts `blockrun-mcp serve --sandbox` as a subprocess, exactly as an MCP host would, so a
-working demo also proves the install.
+working demo also proves the install. The subprocess never gets the user's wallet key: see
+`sandbox_child_env`.
 """
 
 from __future__ import annotations
@@ -9,9 +10,39 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 CHAT_MODEL = "openai/gpt-5-mini"
+
+# What the demo's server may inherit from the user's environment.
+#
+# Our own namespaces (BLOCKRUN_*, BASE_CHAIN_*) are allow-listed: the server runs on the sandbox
+# with a throwaway wallet, so it needs no key (a real BLOCKRUN_WALLET_KEY or BASE_CHAIN_WALLET_KEY
+# in a child that never uses it is only exposure), no gateway URL or RPC node (the sandbox
+# replaces both), no HTTP token (the demo speaks stdio), and not the user's budgets (they would
+# fail the demo for reasons that have nothing to do with the install). Only where files go is
+# kept: the sandbox's ledger and media go into a `sandbox` subfolder of the user's chosen
+# folders, where `blockrun-mcp spend --sandbox` finds them. Names added to the product later are
+# dropped until someone decides otherwise here.
+#
+# Everything else passes: the child is this same Python program, and needs whatever the
+# interpreter and its install need (PATH, HOME, PYTHONPATH, VIRTUAL_ENV, locale, TMPDIR, proxy
+# and CA settings), which no allow-list could name for every uvx, pipx or conda set-up. None of
+# it changes what the server does with money: config.py reads only the names in ENV_VARS.
+OWN_PREFIXES = ("BLOCKRUN_", "BASE_CHAIN_")
+INHERITED_SETTINGS = frozenset({"BLOCKRUN_DATA_DIR", "BLOCKRUN_OUTPUT_DIR"})
+
+
+def sandbox_child_env(parent: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for the demo's sandbox server: the parent's, minus keys and real settings."""
+    parent = os.environ if parent is None else parent
+    return {
+        name: value
+        for name, value in parent.items()
+        # upper(): drop any spelling of our names, not only the exact one config.py reads.
+        if not name.upper().startswith(OWN_PREFIXES) or name in INHERITED_SETTINGS
+    }
 
 
 def _short(text: str, width: int = 70) -> str:
@@ -35,7 +66,7 @@ async def run_demo(out: Any = sys.stdout) -> int:
     params = StdioServerParameters(
         command=sys.executable,
         args=["-m", "blockrun_mcp", "serve", "--sandbox"],
-        env=dict(os.environ),
+        env=sandbox_child_env(),
     )
     say("blockrun-mcp demo: every tool, through a real MCP session, against the built-in sandbox.")
     say("No funds needed: the sandbox plays the BlockRun gateway and pays with a throwaway wallet.")

@@ -24,6 +24,7 @@ from blockrun_mcp.config import DEFAULT_API_URL, ENV_VARS, ConfigError, load_con
 
 if TYPE_CHECKING:
     from blockrun_mcp.config import Config
+    from blockrun_mcp.ledger import PaymentRow
     from blockrun_mcp.wallet import Wallet
 
 GATEWAY_TIMEOUT_SECONDS = 5.0
@@ -54,7 +55,7 @@ def run_checks(env: Mapping[str, str] | None = None, *, start_server: bool = Tru
         _balance(config, wallet, checks)
     _budgets(config, checks)
     _directory("data dir", config.data_dir, "BLOCKRUN_DATA_DIR", checks, private=True)
-    _ledger(config.data_dir / "ledger.sqlite3", checks)
+    _ledger(config.data_dir / "ledger.sqlite3", config, checks)
     _directory("output dir", config.output_dir, "BLOCKRUN_OUTPUT_DIR", checks, private=False)
     _stdio(env, checks, start_server)
     return checks
@@ -341,7 +342,7 @@ def _writable(folder: Path) -> bool:
         return False
 
 
-def _ledger(path: Path, checks: list[Check]) -> None:
+def _ledger(path: Path, config: Config, checks: list[Check]) -> None:
     if not path.exists():
         return
     import sqlite3
@@ -350,7 +351,8 @@ def _ledger(path: Path, checks: list[Check]) -> None:
     try:
         from blockrun_mcp.reports import read_payments
 
-        count = len(read_payments(path))
+        payments = read_payments(path)
+        count = len(payments)
     except sqlite3.Error as exc:
         checks.append(
             Check(
@@ -369,7 +371,59 @@ def _ledger(path: Path, checks: list[Check]) -> None:
             )
         )
         return
-    checks.append(Check("ledger", OK, f"{path} holds {count} payment(s)"))
+    pending = [row for row in payments if row.status == "signed"]
+    detail = f"{path} holds {count} payment(s)"
+    if pending:
+        amount = sum(row.amount_atomic for row in pending) / 1e6
+        detail += (
+            f"; {len(pending)} signed with the outcome unknown (${amount:.6f}, counted as spent "
+            "until settled or expired unused: `blockrun-mcp spend` says why each is pending)"
+        )
+    checks.append(Check("ledger", OK, detail))
+    _payees(payments, config, checks)
+
+
+def _payees(payments: list[PaymentRow], config: Config, checks: list[Check]) -> None:
+    """Who was paid: one gateway has one payTo, so a second one (or one other than a pinned
+    BLOCKRUN_PAY_TO) is worth a look."""
+    seen: dict[str, list[PaymentRow]] = {}
+    for row in payments:
+        if row.pay_to:
+            seen.setdefault(row.pay_to.lower(), []).append(row)
+    if not seen:
+        return
+    described = "; ".join(
+        f"{rows[0].pay_to} ({len(rows)} payment(s), last {_day(max(r.created_at for r in rows))})"
+        for rows in sorted(seen.values(), key=lambda rows: -max(r.created_at for r in rows))
+    )
+    pinned = config.pay_to.lower() if config.pay_to else None
+    if pinned is not None and set(seen) - {pinned}:
+        checks.append(
+            Check(
+                "payee",
+                WARN,
+                f"the ledger has payments to payees other than BLOCKRUN_PAY_TO: {described}",
+                "those were signed before the pin was set; check them against BlockRun's "
+                "published payee",
+            )
+        )
+    elif len(seen) > 1:
+        checks.append(
+            Check(
+                "payee",
+                WARN,
+                f"the gateway's payTo changed between payments: {described}",
+                "check which address BlockRun publishes, then pin it with BLOCKRUN_PAY_TO",
+            )
+        )
+    else:
+        checks.append(Check("payee", OK, f"every payment went to {described}"))
+
+
+def _day(timestamp: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
 
 
 # --- stdio from the host --------------------------------------------------------------------

@@ -27,7 +27,7 @@ from blockrun_mcp.gateway_models import (
     VideoRequest,
     VideoStatus,
 )
-from blockrun_mcp.x402.errors import PaidRequestFailed, PaymentError
+from blockrun_mcp.x402.errors import STILL_COUNTED, PaidRequestFailed, PaymentError
 from blockrun_mcp.x402.payer import (
     MAX_BODY_BYTES,
     ApproveHook,
@@ -48,10 +48,14 @@ MAX_ANSWER_BYTES = MAX_BODY_BYTES
 MAX_STREAM_BYTES = 64 * 1024 * 1024
 MAX_EVENT_BYTES = 1024 * 1024
 VIDEO_POLL_INTERVAL_SECONDS = 3.0
-# Stop polling this long before the signed authorization expires: past it the payment can
-# never settle, so further polls only burn time.
+# Stop polling this long before the signed authorization expires: a poll arriving later could
+# not settle it in time, so further polls only burn time. (Stopping never releases the money:
+# only the chain's word does, see reconcile.py.)
 AUTHORIZATION_MARGIN_SECONDS = 15
 MAX_POLL_FAILURES = 5  # consecutive failed polls before a job is reported as unreachable
+# One poll, first byte to last: a status is a few hundred bytes, so a poll taking longer is a
+# gateway trickling its answer, and counts as a failed (transient) poll.
+POLL_TIMEOUT_SECONDS = 60.0
 
 
 class GatewayError(Exception):
@@ -231,20 +235,23 @@ class GatewayClient:
             status = await self.wait_for_job(job, deadline=job.poll_deadline)
             if status.status != "completed":
                 raise GatewayError(
-                    f"The image job {job.id} ended as {status.status}: {status.error or 'no reason'}.",
-                    charged=False,
+                    f"The image job {job.id} ended as {status.status}: {status.error or 'no reason'}. "
+                    f"{STILL_COUNTED}",
+                    charged=None,
                 )
-            return [ImageData(url=u) for u in status.urls], paid
+            return [ImageData(url=u) for u in status.urls[: request.n]], paid
         items = data.get("data") if isinstance(data, dict) else None
         if not isinstance(items, list):
             raise GatewayError(
                 "The image answer has no `data` list.", charged=paid.payment is not None
             )
+        # Only as many as were asked for: every URL would be a download and a file, and a
+        # hostile answer listing a hundred must not make one call write a hundred files.
         images = [
             ImageData.model_validate(i)
             for i in items
             if isinstance(i, dict) and isinstance(i.get("url"), str)
-        ]
+        ][: request.n]
         if not images:
             raise GatewayError(
                 "The image answer contained no images.", charged=paid.payment is not None
@@ -277,10 +284,14 @@ class GatewayClient:
         if not isinstance(poll_url, str) or not poll_url:
             poll_url = self.url(f"/v1/videos/generations/{job_id}")
         poll_url = urljoin(self.api_url + "/", poll_url)
-        if urlparse(poll_url).netloc != urlparse(self.api_url).netloc:
-            # The poll carries our payment header: never send it to another host.
+        poll, gateway = urlparse(poll_url), urlparse(self.api_url)
+        if poll.netloc != gateway.netloc or poll.scheme != gateway.scheme:
+            # The poll carries our payment header: never send it to another host, nor to this
+            # one over plain http where the gateway speaks https.
             raise GatewayError(
-                f"The job's poll URL points away from the gateway: {poll_url}", charged=None
+                f"The job's poll URL points away from the gateway ({poll_url[:200]}), so it was "
+                f"not polled. {STILL_COUNTED}",
+                charged=None,
             )
         assert paid.payment is not None
         return VideoJob(id=job_id, poll_url=poll_url, payment=paid.payment, paid=paid)
@@ -289,7 +300,8 @@ class GatewayClient:
         """One poll, carrying the job's payment header. 504 answers as still in progress.
 
         The first completed poll is where the gateway settles, so that is where the hold is
-        settled; a failed job is proof nothing was charged, so its hold is released.
+        settled. A failed job is the gateway's word only: it is recorded, and the payment keeps
+        counting until the chain shows it expired unused.
         """
         assert self.payer is not None
         request = self.http.build_request("GET", job.poll_url)
@@ -317,7 +329,7 @@ class GatewayClient:
         if status == "completed":
             await job.paid.hold.settle(paid.receipt)
         elif status == "failed":
-            await job.paid.hold.release("the job failed before settling")
+            await job.paid.hold.record_claim("the gateway said the job failed")
         return VideoStatus(
             id=job.id, status=status, urls=urls, error=_str_or_none(data.get("error"))
         )
@@ -329,6 +341,7 @@ class GatewayClient:
         deadline: float,
         on_poll: Callable[[VideoStatus, int], Awaitable[None]] | None = None,
         interval: float = VIDEO_POLL_INTERVAL_SECONDS,
+        poll_timeout: float = POLL_TIMEOUT_SECONDS,
     ) -> VideoStatus:
         """Poll until completed, failed, or `deadline` (unix time) passes; returns the last status.
 
@@ -339,14 +352,20 @@ class GatewayClient:
         failures = 0
         while True:
             try:
-                status = await self.poll_video(job)
+                with anyio.fail_after(poll_timeout):
+                    status = await self.poll_video(job)
                 failures = 0
-            except (GatewayError, PaidRequestFailed) as exc:
-                transient = isinstance(exc, PaidRequestFailed) or (exc.status or 0) >= 500
+            except (GatewayError, PaidRequestFailed, TimeoutError) as exc:
+                transient = not isinstance(exc, GatewayError) or (exc.status or 0) >= 500
+                failure: Exception = exc
+                if isinstance(exc, TimeoutError):
+                    failure = GatewayError(
+                        f"A poll of job {job.id} took longer than {poll_timeout:g} s.", charged=None
+                    )
                 failures += 1
                 if not transient or failures >= MAX_POLL_FAILURES:
-                    raise
-                status = VideoStatus(id=job.id, status="in_progress", error=str(exc)[:200])
+                    raise failure from None
+                status = VideoStatus(id=job.id, status="in_progress", error=str(failure)[:200])
             polls += 1
             if on_poll is not None:
                 await on_poll(status, polls)

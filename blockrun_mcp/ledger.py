@@ -1,7 +1,9 @@
 """The spend ledger: every reservation, payment and receipt, in SQLite, surviving restarts.
 
 One row per payment, moving reserved -> signed -> settled | released. A row that stays
-`signed` is a payment whose outcome is unknown: it counts as spent, here and after a crash.
+`signed` is a payment whose outcome is unknown: it counts as spent, here and after a crash,
+until the reconciler (reconcile.py) finds it settled or expired unused on chain. A signed row
+records the authorizer, payee and validBefore that the chain check needs.
 Several servers may share one data dir (two hosts open at once): every check-and-reserve runs
 in an IMMEDIATE transaction, so their reservations are serialized by SQLite itself.
 """
@@ -38,7 +40,10 @@ CREATE TABLE IF NOT EXISTS payments (
     nonce TEXT,
     tx_hash TEXT,
     network TEXT NOT NULL,
-    note TEXT NOT NULL DEFAULT ''
+    note TEXT NOT NULL DEFAULT '',
+    payer TEXT,
+    pay_to TEXT,
+    valid_before INTEGER
 );
 CREATE INDEX IF NOT EXISTS payments_day ON payments(day);
 CREATE INDEX IF NOT EXISTS payments_session ON payments(session);
@@ -69,7 +74,11 @@ CREATE TABLE IF NOT EXISTS totals (
     PRIMARY KEY (scope, key)
 );
 """
-SCHEMA_VERSION = 2
+# Columns added after the first release, with their types: added in place to older ledgers.
+ADDED_COLUMNS = {"payer": "TEXT", "pay_to": "TEXT", "valid_before": "INTEGER"}
+SCHEMA_VERSION = 3
+# `note = note + "; " + new` with the empty cases handled; takes the new text three times.
+NOTE_APPENDED = "CASE WHEN ? = '' THEN note WHEN note = '' THEN ? ELSE note || '; ' || ? END"
 COUNTED_SQL = (
     "CASE WHEN status='settled' THEN COALESCE(settled_atomic, amount_atomic)"
     " WHEN status IN ('reserved','signed') THEN amount_atomic ELSE 0 END"
@@ -102,6 +111,9 @@ class PaymentRow:
     tx_hash: str | None
     network: str
     note: str
+    payer: str | None = None  # the authorizer, once signed (None on rows from older versions)
+    pay_to: str | None = None
+    valid_before: int | None = None
 
     @property
     def counted_atomic(self) -> int:
@@ -157,6 +169,7 @@ class Ledger:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(SCHEMA + TOTALS_SCHEMA)
+        self._add_columns()
         self._build_totals()
         self._has_totals = True
         self._release_abandoned_reservations()
@@ -173,6 +186,15 @@ class Ledger:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    def _add_columns(self) -> None:
+        """Bring a ledger written by an older version up to today's columns (idempotent)."""
+        have = {row["name"] for row in self._db.execute("PRAGMA table_info(payments)")}
+        with self._transaction() as db:
+            for name, kind in ADDED_COLUMNS.items():
+                if name not in have:
+                    db.execute(f"ALTER TABLE payments ADD COLUMN {name} {kind}")
+            db.execute("CREATE INDEX IF NOT EXISTS payments_status ON payments(status)")
 
     def _build_totals(self) -> None:
         """Fill the totals from the payments once, for a ledger written before they existed."""
@@ -237,7 +259,15 @@ class Ledger:
             self._add(db, session, day, amount_atomic)
             return int(cursor.lastrowid or 0)
 
-    def mark_signed(self, payment_id: int, nonce: str) -> bool:
+    def mark_signed(
+        self,
+        payment_id: int,
+        nonce: str,
+        *,
+        payer: str | None = None,
+        pay_to: str | None = None,
+        valid_before: int | None = None,
+    ) -> bool:
         """Record the signature before the payment leaves. False when the row is no longer a
         reservation (another process sharing the data dir released it): the caller must not send.
 
@@ -245,23 +275,37 @@ class Ledger:
         by SQLite itself (as durable as every commit here: it survives a killed process).
         """
         cursor = self._db.execute(
-            "UPDATE payments SET status='signed', nonce=?, updated_at=? WHERE id=? AND status='reserved'",
-            (nonce, time.time(), payment_id),
+            "UPDATE payments SET status='signed', nonce=?, payer=?, pay_to=?, valid_before=?,"
+            " updated_at=? WHERE id=? AND status='reserved'",
+            (nonce, payer, pay_to, valid_before, time.time(), payment_id),
         )
         return cursor.rowcount == 1
 
-    def mark_settled(self, payment_id: int, settled_atomic: int, tx_hash: str | None) -> None:
+    def mark_settled(
+        self, payment_id: int, settled_atomic: int, tx_hash: str | None, *, note: str = ""
+    ) -> None:
         self._close(
-            payment_id, "status='settled', settled_atomic=?, tx_hash=?", (settled_atomic, tx_hash)
+            payment_id,
+            f"status='settled', settled_atomic=?, tx_hash=?, note={NOTE_APPENDED}",
+            (settled_atomic, tx_hash, note, note, note),
         )
 
     def mark_released(self, payment_id: int, note: str) -> None:
-        self._close(payment_id, "status='released', note=?", (note,))
+        self._close(payment_id, f"status='released', note={NOTE_APPENDED}", (note, note, note))
 
-    def note(self, payment_id: int, note: str) -> None:
+    def add_note(self, payment_id: int, note: str) -> None:
+        """Append to a payment's note (what the gateway claimed, why a call ended)."""
         self._db.execute(
-            "UPDATE payments SET note=?, updated_at=? WHERE id=?", (note, time.time(), payment_id)
+            f"UPDATE payments SET note={NOTE_APPENDED}, updated_at=? WHERE id=?",
+            (note, note, note, time.time(), payment_id),
         )
+
+    def open_signed(self) -> list[PaymentRow]:
+        """Signed payments whose outcome is still unknown, oldest first (for the reconciler)."""
+        rows = self._db.execute(
+            "SELECT * FROM payments WHERE status = 'signed' ORDER BY id"
+        ).fetchall()
+        return [_payment(row) for row in rows]
 
     def _close(self, payment_id: int, assignments: str, values: tuple[object, ...]) -> None:
         """Move an open payment to settled or released, and its totals by what that changes.
@@ -376,6 +420,14 @@ class Ledger:
                 (status, path, url, job_id),
             )
 
+    def end_video_jobs_of(self, payment_id: int, status: str) -> None:
+        """Mark the still-running jobs a payment paid for as ended (its authorization expired)."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE video_jobs SET status=? WHERE payment_id=? AND status='running'",
+                (status, payment_id),
+            )
+
     def video_job(self, job_id: str) -> VideoJobRow | None:
         row = self._db.execute("SELECT * FROM video_jobs WHERE job_id = ?", (job_id,)).fetchone()
         if row is None:
@@ -384,7 +436,9 @@ class Ledger:
 
 
 def _payment(row: sqlite3.Row) -> PaymentRow:
-    return PaymentRow(**{k: row[k] for k in PaymentRow.__dataclass_fields__})
+    # A ledger from an older version (read-only, not migrated) lacks the newer columns.
+    present = set(row.keys())
+    return PaymentRow(**{k: row[k] for k in PaymentRow.__dataclass_fields__ if k in present})
 
 
 def _alive(pid: int) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -89,6 +90,21 @@ def _group(payments: list[PaymentRow], key: str) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (-r["total_usd"], r[key]))
 
 
+def pending_reason(row: PaymentRow, now: float | None = None) -> str:
+    """Why a payment still counts as spent, in one line."""
+    now = time.time() if now is None else now
+    if row.status == "reserved":
+        return "reserved, not signed: a call in progress (released if its process ended)"
+    if row.valid_before is None:
+        return "signed by an older version that did not record its expiry; stays counted"
+    if row.valid_before > now:
+        return f"signed, outcome unknown; it may still settle until {_when(row.valid_before)} UTC"
+    return (
+        f"signed, expired {_when(row.valid_before)} UTC; released once the chain confirms it "
+        "unused (`blockrun-mcp spend --reconcile`, or a running server by itself)"
+    )
+
+
 def spend_summary(payments: list[PaymentRow], ledger: Path, since: str | None) -> dict[str, Any]:
     """The whole report as JSON-ready data: totals, groupings, pending payments and receipts."""
     spent = sum(_spent_atomic(r) for r in payments)
@@ -118,6 +134,8 @@ def spend_summary(payments: list[PaymentRow], ledger: Path, since: str | None) -
                 "model": r.model,
                 "amount_usd": _usd(r.amount_atomic),
                 "status": r.status,
+                "valid_before": None if r.valid_before is None else _when(r.valid_before),
+                "why": pending_reason(r),
                 "note": r.note,
             }
             for r in payments
@@ -220,9 +238,10 @@ def spend_text(summary: dict[str, Any], *, sandbox: bool = False) -> str:
     if summary["pending"]:
         lines += [
             "",
-            "Pending: signed or reserved, outcome unknown (counted as spent until settled)",
+            "Pending: signed or reserved, outcome unknown (counted as spent until it settles, or "
+            "expires unused on chain)",
             render(
-                ["id", "created (UTC)", "tool", "model", "amount", "status", "note"],
+                ["id", "created (UTC)", "tool", "model", "amount", "why", "gateway / notes"],
                 [
                     [
                         p["id"],
@@ -230,7 +249,7 @@ def spend_text(summary: dict[str, Any], *, sandbox: bool = False) -> str:
                         p["tool"],
                         p["model"],
                         money(p["amount_usd"]),
-                        p["status"],
+                        p["why"],
                         p["note"],
                     ]
                     for p in summary["pending"]

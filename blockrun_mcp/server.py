@@ -6,9 +6,11 @@ import json
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 
 from blockrun_mcp import __version__
@@ -22,6 +24,7 @@ from blockrun_mcp.results import (
     WalletResult,
 )
 from blockrun_mcp.service import BlockrunService, ToolFailure
+from blockrun_mcp.sessions import IssuedSessions
 from blockrun_mcp.tool_arguments import ToolParameters
 
 INSTRUCTIONS = (
@@ -183,25 +186,45 @@ def _error(message: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
 
 
-def session_key(ctx: Context, stdio_session: str) -> str:
-    """One budget per stdio process, and one per MCP session id over HTTP."""
+def session_key(ctx: Context, stdio_session: str, sessions: IssuedSessions | None) -> str:
+    """One budget per stdio process, and one per MCP session this server issued over HTTP.
+
+    The Mcp-Session-Id header is the client's word. It names a budget only when this server
+    issued that id and the request came through the handshake era's sessions, where the SDK
+    routed it to that very session; a made-up id, or any id on a session-less (2026-07-28)
+    request, shares the process's one session-less budget instead of opening a fresh one.
+    """
     headers = ctx.headers
     if headers is None:
         return stdio_session
     session_id = headers.get("mcp-session-id")
-    # Clients of the session-less protocol era share one budget per server process.
-    return f"http-{session_id[:64]}" if session_id else f"{stdio_session}-http"
+    if (
+        session_id
+        and sessions is not None
+        and ctx.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS
+        and sessions.knows(session_id)
+    ):
+        return f"http-{session_id}"
+    return f"{stdio_session}-http"
 
 
-def build_server(service: BlockrunService, stdio_session: str | None = None) -> MCPServer:
+def build_server(
+    service: BlockrunService,
+    stdio_session: str | None = None,
+    *,
+    sessions: IssuedSessions | None = None,
+) -> MCPServer:
     stdio_key = stdio_session or service.new_session_key()
 
     @asynccontextmanager
     async def lifespan(server: MCPServer) -> Any:
-        try:
-            yield {}
-        finally:
-            await service.aclose()
+        async with anyio.create_task_group() as background:
+            background.start_soon(service.reconcile_periodically)
+            try:
+                yield {}
+            finally:
+                background.cancel_scope.cancel()
+                await service.aclose()
 
     mcp = LeanMCPServer(
         "blockrun",
@@ -212,7 +235,7 @@ def build_server(service: BlockrunService, stdio_session: str | None = None) -> 
     )
 
     def budget_of(ctx: Context) -> Any:
-        return service.session(session_key(ctx, stdio_key))
+        return service.session(session_key(ctx, stdio_key, sessions))
 
     async def run(call: Any) -> CallToolResult:
         try:

@@ -11,19 +11,23 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import anyio
+
 from blockrun_mcp import pricing
 from blockrun_mcp.budget import Limits, SessionBudget
 from blockrun_mcp.catalog import Catalog, UnknownModel, filter_models, kind_of
-from blockrun_mcp.gateway import GatewayClient, GatewayError, VideoJob
+from blockrun_mcp.gateway import POLL_TIMEOUT_SECONDS, GatewayClient, GatewayError, VideoJob
 from blockrun_mcp.gateway_models import (
     CatalogEntry,
     ChatMessage,
     ChatRequest,
+    ImageData,
     ImageRequest,
     VideoRequest,
     VideoStatus,
@@ -43,7 +47,7 @@ from blockrun_mcp.results import (
     WalletResult,
 )
 from blockrun_mcp.wallet import Wallet, WalletError, find_wallet
-from blockrun_mcp.x402.errors import PaymentError
+from blockrun_mcp.x402.errors import STILL_COUNTED, PaymentError
 from blockrun_mcp.x402.networks import network_by_name, usd_to_atomic
 from blockrun_mcp.x402.payer import X402Payer
 from blockrun_mcp.x402.policy import SigningPolicy
@@ -51,9 +55,10 @@ from blockrun_mcp.x402.policy import SigningPolicy
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
 
-    from blockrun_mcp.budget import LedgerHold
+    from blockrun_mcp.budget import CallApproval, LedgerHold
     from blockrun_mcp.config import Config
     from blockrun_mcp.ledger import Ledger
+    from blockrun_mcp.reconcile import Reconciliation
 
 log = logging.getLogger("blockrun_mcp")
 
@@ -77,7 +82,11 @@ class ToolFailure(Exception):
 class ServiceOptions:
     video_wait_seconds: float = 120.0
     video_poll_interval: float = 3.0
+    video_poll_timeout: float = POLL_TIMEOUT_SECONDS  # one poll, first byte to last
     funding_hint: str | None = None  # replaces the funding text (the sandbox's throwaway wallet)
+    # This machine's clock, as the reconciler reads it (a sandbox whose chain runs ahead, in
+    # tests, needs ours to agree before anything expired is released).
+    clock: Callable[[], float] = time.time
 
 
 class BlockrunService:
@@ -97,13 +106,17 @@ class BlockrunService:
         )
         self._wallet = wallet
         self.payer = X402Payer(
-            self._account, SigningPolicy(self.network, usd_to_atomic(config.max_per_call_usd))
+            self._account,
+            SigningPolicy(
+                self.network, usd_to_atomic(config.max_per_call_usd), pay_to=config.pay_to
+            ),
         )
         self.gateway = gateway or GatewayClient(config.api_url, self.payer)
         self.catalog = Catalog(self.gateway.list_models)
         self.media = MediaStore(config.output_dir, config.api_url)
         self._ledger: Ledger | None = None
         self._sessions: dict[str, SessionBudget] = {}
+        self._reconciling = anyio.Lock()
 
     # --- wiring --------------------------------------------------------------------------
 
@@ -129,6 +142,10 @@ class BlockrunService:
             self._sessions[key] = budget
         return budget
 
+    def forget_session(self, session_id: str) -> None:
+        """An HTTP session ended: its budget object goes (its spend stays in the ledger)."""
+        self._sessions.pop(f"http-{session_id}", None)
+
     @staticmethod
     def new_session_key(prefix: str = "stdio") -> str:
         return f"{prefix}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
@@ -146,6 +163,61 @@ class BlockrunService:
 
     def _account(self) -> LocalAccount:
         return self.wallet().account
+
+    # --- the money rule over time -------------------------------------------------------
+
+    async def reconcile(self) -> Reconciliation:
+        """Settle or release, as the chain says, the signed payments whose outcome is unknown."""
+        from blockrun_mcp.chain import ChainReader
+        from blockrun_mcp.reconcile import reconcile
+
+        async with self._reconciling, ChainReader(self.config.rpc_url, self.network.usdc) as chain:
+            return await reconcile(
+                self.ledger, chain, self.network.name, local_now=self.options.clock()
+            )
+
+    async def reconcile_periodically(self) -> None:
+        """The server's own pass over open payments, for as long as it runs. Never raises: a
+        chain that cannot be read only leaves the payments counted, as the rule says."""
+        from blockrun_mcp.reconcile import (
+            FIRST_RECONCILE_DELAY_SECONDS,
+            RECONCILE_INTERVAL_SECONDS,
+        )
+
+        await anyio.sleep(FIRST_RECONCILE_DELAY_SECONDS)
+        while True:
+            try:
+                outcome = await self.reconcile()
+                if outcome.chain_error:
+                    log.warning("reconciling payments: %s", outcome.chain_error)
+            except Exception:
+                log.exception("reconciling payments failed")
+            await anyio.sleep(RECONCILE_INTERVAL_SECONDS)
+
+    @asynccontextmanager
+    async def _deadline(self, approval: CallApproval | None) -> AsyncIterator[None]:
+        """BLOCKRUN_CALL_TIMEOUT_S over one call, first request to last byte. A call cut after
+        paying keeps its payment counted and says so."""
+        seconds = self.config.call_timeout_s
+        try:
+            with anyio.fail_after(seconds):
+                yield
+        except TimeoutError:
+            signed = approval.signed if approval is not None else []
+            text = (
+                f"The call took longer than BLOCKRUN_CALL_TIMEOUT_S ({seconds:g} s) from first "
+                "request to last byte, so it was cut"
+            )
+            if not signed:
+                raise ToolFailure(f"{text} before anything was signed; nothing was paid.") from None
+            assert approval is not None
+            approval.record(f"cut by BLOCKRUN_CALL_TIMEOUT_S ({seconds:g} s) after signing")
+            paid = sum(hold.amount_atomic for hold in signed) / 1e6
+            remaining = approval.budget.remaining_usd()
+            raise ToolFailure(
+                f"{text} after its payment of ${paid:.6f} was signed. {STILL_COUNTED} "
+                f"Budget remaining: ${remaining:.6f}."
+            ) from None
 
     async def aclose(self) -> None:
         await self.gateway.aclose()
@@ -190,7 +262,8 @@ class BlockrunService:
                 model=entry.id, messages=messages, max_tokens=tokens, temperature=temperature
             )
             approve = budget.approver(tool="ask_model", model=entry.id, estimate_usd=estimate)
-            answer, paid = await self.gateway.chat(request, approve=approve, stream=True)
+            async with self._deadline(approve):
+                answer, paid = await self.gateway.chat(request, approve=approve, stream=True)
             hold = _ledger_hold(paid.hold)
             refused = answer.finish_reason == "content_filter"
             note = None
@@ -284,28 +357,11 @@ class BlockrunService:
             entry = await self._model(model, "image")
             estimate = pricing.image_cost_usd(entry, size)
             approve = budget.approver(tool="generate_image", model=entry.id, estimate_usd=estimate)
-            images, paid = await self.gateway.generate_images(
-                ImageRequest(model=entry.id, prompt=prompt, size=size), approve=approve
-            )
-            files: list[ImageFile] = []
-            problems: list[str] = []
-            for image in images:
-                try:
-                    if image.url.startswith("data:"):
-                        path = self.media.save_data_uri(image.url, prompt, "image")
-                        files.append(ImageFile(path=str(path), url=None))
-                    else:
-                        path = await self.media.save_download(
-                            image.url, prompt, self.gateway.stream_bytes
-                        )
-                        files.append(ImageFile(path=str(path), url=image.url))
-                except (MediaError, GatewayError) as exc:
-                    problems.append(getattr(exc, "message", str(exc)))
-                    files.append(
-                        ImageFile(
-                            path=None, url=None if image.url.startswith("data:") else image.url
-                        )
-                    )
+            async with self._deadline(approve):
+                images, paid = await self.gateway.generate_images(
+                    ImageRequest(model=entry.id, prompt=prompt, size=size), approve=approve
+                )
+                files, problems = await self._save_images(images, prompt)
             hold = _ledger_hold(paid.hold)
             return ImageResult(
                 images=files,
@@ -315,6 +371,28 @@ class BlockrunService:
                 transaction=hold.tx_hash if hold else None,
                 note=("Saving failed: " + " ".join(problems)) if problems else None,
             )
+
+    async def _save_images(
+        self, images: list[ImageData], prompt: str
+    ) -> tuple[list[ImageFile], list[str]]:
+        files: list[ImageFile] = []
+        problems: list[str] = []
+        for image in images:
+            try:
+                if image.url.startswith("data:"):
+                    path = self.media.save_data_uri(image.url, prompt, "image")
+                    files.append(ImageFile(path=str(path), url=None))
+                else:
+                    path = await self.media.save_download(
+                        image.url, prompt, self.gateway.stream_bytes
+                    )
+                    files.append(ImageFile(path=str(path), url=image.url))
+            except (MediaError, GatewayError) as exc:
+                problems.append(getattr(exc, "message", str(exc)))
+                files.append(
+                    ImageFile(path=None, url=None if image.url.startswith("data:") else image.url)
+                )
+        return files, problems
 
     # --- generate_video ------------------------------------------------------------------
 
@@ -343,12 +421,13 @@ class BlockrunService:
                 model=entry.id,
                 estimate_usd=pricing.video_cost_usd(entry, seconds),
             )
-            job = await self.gateway.submit_video(
-                VideoRequest(
-                    model=entry.id, prompt=prompt, duration_seconds=seconds, image_url=image_url
-                ),
-                approve=approve,
-            )
+            async with self._deadline(approve):
+                job = await self.gateway.submit_video(
+                    VideoRequest(
+                        model=entry.id, prompt=prompt, duration_seconds=seconds, image_url=image_url
+                    ),
+                    approve=approve,
+                )
             hold = _ledger_hold(job.paid.hold)
             if hold is not None:
                 from blockrun_mcp.ledger import VideoJobRow
@@ -425,7 +504,11 @@ class BlockrunService:
             # At least one poll, even past the deadline: only the gateway's answer can show that
             # the job completed (and settled) while nobody was polling.
             status = await self.gateway.wait_for_job(
-                job, deadline=deadline, on_poll=on_poll, interval=self.options.video_poll_interval
+                job,
+                deadline=deadline,
+                on_poll=on_poll,
+                interval=self.options.video_poll_interval,
+                poll_timeout=self.options.video_poll_timeout,
             )
         except (GatewayError, PaymentError) as exc:
             text = getattr(exc, "message", str(exc))
@@ -463,6 +546,7 @@ class BlockrunService:
                 transaction=hold.tx_hash if hold else None,
                 note=note,
             )
+        pending = f"${hold.amount_atomic / 1e6:.6f}" if hold is not None else "Its payment"
         if status.status == "failed":
             self.ledger.update_video_job(job.id, status="failed")
             return VideoResult(
@@ -470,7 +554,10 @@ class BlockrunService:
                 job_id=job.id,
                 cost_usd=0.0,
                 budget_remaining_usd=remaining(),
-                note=f"The video job failed: {status.error or 'no reason given'}. Nothing was charged.",
+                note=f"The gateway says the video job failed: {status.error or 'no reason given'}. "
+                f"Its signed payment ({pending}) is not known to be charged, but it stays counted "
+                f"until it expires unused on chain (at {_utc(job.payment.valid_before)}); then it "
+                "is released by itself.",
             )
         if time.time() >= job.poll_deadline and status.error is not None:
             # The last poll went unanswered: the job may have completed and settled meanwhile.
@@ -485,15 +572,17 @@ class BlockrunService:
             )
         if time.time() >= job.poll_deadline:
             if hold is not None:
-                await hold.release("the signed authorization expired before the job completed")
+                await hold.record_claim("the job had not completed when polling had to stop")
             self.ledger.update_video_job(job.id, status="failed")
             return VideoResult(
                 status="failed",
                 job_id=job.id,
                 cost_usd=0.0,
                 budget_remaining_usd=remaining(),
-                note="The job did not finish before its payment authorization expired, so it can no "
-                "longer be paid or claimed. Nothing was charged; start a new job.",
+                note="The job did not finish before its payment authorization ran out (at "
+                f"{_utc(job.payment.valid_before)}), so it can no longer be claimed; start a new "
+                f"job. Its signed payment ({pending}) stays counted until the chain shows it "
+                "expired unused; then it is released by itself.",
             )
         return VideoResult(
             status="running",
@@ -613,6 +702,10 @@ class _FailureTranslator:
             return self.budget.remaining_usd()
         except Exception:
             return float("nan")
+
+
+def _utc(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _ledger_hold(hold: object) -> LedgerHold | None:

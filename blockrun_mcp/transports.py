@@ -53,6 +53,7 @@ def service_for(
         sandbox_config = config.model_copy(
             update={
                 "api_url": gateway.base_url,
+                "rpc_url": gateway.rpc_url,  # its chain: balances and used nonces, as settled
                 "data_dir": config.data_dir / "sandbox",
                 "output_dir": config.output_dir / "sandbox",
             }
@@ -109,8 +110,10 @@ def http_app(service: BlockrunService, host: str, config: Config, port: int | No
     from mcp.server.transport_security import TransportSecuritySettings
 
     from blockrun_mcp.server import build_server
+    from blockrun_mcp.sessions import IssuedSessions, SessionWatch
 
-    mcp = build_server(service)
+    sessions = IssuedSessions(on_forget=lambda session_id: service.forget_session(session_id))
+    mcp = build_server(service, sessions=sessions)
     security = None
     if is_loopback(host) and port:  # port 0 (any free port) cannot be pinned
         names = ("127.0.0.1", "localhost", "[::1]")
@@ -130,8 +133,11 @@ def http_app(service: BlockrunService, host: str, config: Config, port: int | No
             allowed_hosts=[f"{display}:{shown_port}"],
             allowed_origins=[f"http://{display}:{shown_port}", f"https://{display}:{shown_port}"],
         )
-    app = mcp.streamable_http_app(
-        streamable_http_path="/mcp", transport_security=security, host=host
+    app = SessionWatch(
+        mcp.streamable_http_app(
+            streamable_http_path="/mcp", transport_security=security, host=host
+        ),
+        sessions,
     )
     if config.http_token is not None:
         app = BearerAuth(app, config.http_token.get_secret_value())

@@ -44,13 +44,102 @@ def parse_private_key(text: str, source: str) -> SecretStr:
     return SecretStr("0x" + body.lower())
 
 
-def check_key_file_permissions(path: Path) -> None:
-    mode = path.stat().st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+# A key file is a few dozen bytes; anything much bigger is not one, so never read it whole.
+MAX_KEY_FILE_BYTES = 4096
+
+
+def _describe(path: Path) -> str:
+    """The path as the user knows it, plus where it really points if it is a symlink."""
+    return f"{path} (a link to {os.path.realpath(path)})" if path.is_symlink() else str(path)
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return kind
+    return "not a plain file"
+
+
+def _euid() -> int | None:
+    """Our effective uid; None on Windows, where files have no POSIX owner to compare."""
+    geteuid = getattr(os, "geteuid", None)
+    return geteuid() if geteuid else None
+
+
+def _check_key_stat(path: Path, info: os.stat_result) -> None:
+    """A plain file, yours, readable by you alone: what ssh demands of ~/.ssh/config, and sshd
+    (StrictModes) of authorized_keys. Takes a stat so the same rules apply after opening."""
+    if not stat.S_ISREG(info.st_mode):
         raise WalletError(
-            f"The key file {path} can be read by other users (mode {stat.S_IMODE(mode):o}). "
+            f"The key file {_describe(path)} is {_file_kind(info.st_mode)}, not a plain file, so "
+            "it was not read. Put the key file there, or remove it and run "
+            "`blockrun-mcp wallet create`."
+        )
+    euid = _euid()
+    if euid is not None and info.st_uid != euid:
+        # Its owner can read the key (and spend from it) or swap in a key they know.
+        raise WalletError(
+            f"The key file {_describe(path)} belongs to another user (uid {info.st_uid}), not to "
+            f"you (uid {euid}): its owner can read or replace the key. If the file is yours, take "
+            f"it back with `sudo chown {euid} {os.path.realpath(path)}`; if not, move it away and "
+            "run `blockrun-mcp wallet create`, or set BLOCKRUN_WALLET_KEY."
+        )
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise WalletError(
+            f"The key file {path} can be read by other users (mode {stat.S_IMODE(info.st_mode):o}). "
             f"Run `chmod 600 {path}` and try again."
         )
+
+
+def _check_key_folder(folder: Path, path: Path) -> None:
+    """Whoever can write the folder can delete or replace the key, whatever the file's own mode.
+
+    Like ssh's StrictModes, but a group-writable folder is let through: with per-user groups
+    (umask 002) that is common and harmless, and the file's own 0600 still guards the key.
+    """
+    info = folder.stat()
+    euid = _euid()
+    if euid is not None and info.st_uid not in (euid, 0):
+        raise WalletError(
+            f"The folder {folder} holding the key file {path} belongs to another user "
+            f"(uid {info.st_uid}), who can delete or replace the key. Move the key into a folder "
+            "you own, such as ~/.blockrun (mode 700)."
+        )
+    if info.st_mode & stat.S_IWOTH and not info.st_mode & stat.S_ISVTX:
+        raise WalletError(
+            f"The folder {folder} holding the key file {path} can be written by every user "
+            f"(mode {stat.S_IMODE(info.st_mode):o}), so anyone can delete or replace the key. "
+            f"Run `chmod 700 {folder}`, or move the key into a folder only you can write."
+        )
+
+
+def check_key_file_permissions(path: Path) -> None:
+    """Refuse a key file that is not a plain file of ours that only we can read.
+
+    Checked with stat before anything opens it, so a named pipe or a device is never opened,
+    and through a symlink, so the file that is really read is the one checked.
+    """
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise WalletError(
+            f"The key file {_describe(path)} points to nothing. Fix the link, or remove it and "
+            "run `blockrun-mcp wallet create`."
+        ) from None
+    except OSError as exc:
+        raise WalletError(
+            f"The key file {_describe(path)} could not be checked ({type(exc).__name__}). "
+            "Fix or remove it, or run `blockrun-mcp wallet create`."
+        ) from None
+    _check_key_stat(path, info)
+    for folder in dict.fromkeys((path.absolute().parent, Path(os.path.realpath(path)).parent)):
+        _check_key_folder(folder, path)
 
 
 @dataclass
@@ -80,14 +169,33 @@ class Wallet:
     __str__ = __repr__
 
 
-def _from_file(path: Path) -> Wallet:
+def _read_key_file(path: Path) -> str:
+    """The key file's text, read only if it passes the checks, and read without blocking."""
     check_key_file_permissions(path)
+    # O_NONBLOCK: should the file be swapped for a named pipe after the check, open() still
+    # returns at once. The re-check on the open descriptor then refuses whatever was swapped in.
+    flags = os.O_RDONLY
+    for extra in ("O_NONBLOCK", "O_NOCTTY", "O_CLOEXEC"):  # POSIX only
+        flags |= getattr(os, extra, 0)
     try:
-        text = path.read_text(encoding="utf-8", errors="strict")
+        fd = os.open(path, flags)
+        with os.fdopen(fd, "rb") as handle:
+            _check_key_stat(path, os.fstat(handle.fileno()))
+            data = handle.read(MAX_KEY_FILE_BYTES + 1)
+        if len(data) > MAX_KEY_FILE_BYTES:
+            raise WalletError(
+                f"The key file {path} is larger than {MAX_KEY_FILE_BYTES} bytes, so it is not a "
+                "key file. Check what it is, or remove it and run `blockrun-mcp wallet create`."
+            )
+        return data.decode("utf-8", errors="strict")
     except (OSError, UnicodeDecodeError) as exc:
         raise WalletError(
             f"The key file {path} could not be read ({type(exc).__name__})."
         ) from None
+
+
+def _from_file(path: Path) -> Wallet:
+    text = _read_key_file(path)
     return Wallet(source=str(path), _key=parse_private_key(text, str(path)))
 
 
@@ -99,7 +207,9 @@ def find_wallet(config: Config) -> Wallet | None:
             source=source, _key=parse_private_key(config.wallet_key.get_secret_value(), source)
         )
     for path in key_file_candidates(config.home):
-        if path.is_file():
+        # lexists, not is_file: a pipe, a folder or a broken link where the key should be is
+        # reported, not silently passed over for the next candidate.
+        if os.path.lexists(path):
             return _from_file(path)
     return None
 

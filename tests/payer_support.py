@@ -41,6 +41,9 @@ class RecordingHold:
         self.events.append("settle")
         self.receipt = receipt
 
+    async def record_claim(self, claim: str) -> None:
+        self.events.append(f"claim:{claim}")
+
     async def release(self, reason: str) -> None:
         self.events.append(f"release:{reason}")
 

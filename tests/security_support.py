@@ -137,3 +137,17 @@ def contains_secret(blob: bytes, key_hex: str) -> list[str]:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, default=str)
+
+
+async def expire_on_chain(harness: Any, state: SandboxState) -> Any:
+    """Move the sandbox's chain clock (and the server's) past every authorization's validBefore
+    and the finality margin, then run the server's reconciliation pass; returns what it found."""
+    from blockrun_mcp.reconcile import FINALITY_MARGIN_SECONDS
+
+    rows = harness.ledger.payments()
+    latest = max((row.valid_before or 0 for row in rows), default=0)
+    ahead = max(0, latest + FINALITY_MARGIN_SECONDS + 1 - int(time.time()))
+    state.set_faults(chain_time_offset_seconds=ahead)
+    # Both clocks must agree an authorization expired: move ours the same way.
+    harness.service.options.clock = lambda: time.time() + ahead
+    return await harness.service.reconcile()

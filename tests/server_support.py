@@ -61,6 +61,7 @@ def env_for(tmp_path: Path, sandbox: SandboxServer | None = None, **extra: str) 
     }
     if sandbox is not None:
         env["BLOCKRUN_API_URL"] = sandbox.base_url
+        env["BLOCKRUN_RPC_URL"] = sandbox.rpc_url  # its stand-in chain
     env.update(extra)
     return env
 

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import pty
+import select
 import socket
 import sqlite3
 import subprocess
@@ -244,38 +245,155 @@ def test_private_key_is_refused_without_a_terminal(tmp_path):
     assert KEY[2:] not in done.stdout + done.stderr
 
 
-def _at_terminal(env: dict[str, str], answer: str) -> tuple[int, str]:
+def _read_terminal(primary: int, process: subprocess.Popen[bytes], seconds: float = 60) -> str:
+    """Everything the child wrote to its terminal, until it exits and the terminal closes."""
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not select.select([primary], [], [], 0.1)[0]:
+            if process.poll() is not None and not select.select([primary], [], [], 0.1)[0]:
+                break
+            continue
+        try:
+            chunk = os.read(primary, 4096)
+        except OSError:  # EIO: the child has exited and closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    process.wait(timeout=max(1.0, deadline - time.monotonic()))
+    return b"".join(chunks).decode(errors="replace")
+
+
+def _at_terminal(
+    env: dict[str, str], answer: str, stdout: int | None = None
+) -> tuple[int, str, str]:
+    """Run `wallet --show-private-key` as at a terminal; type `answer` at the prompt.
+
+    stdin and stderr are the terminal; so is stdout unless `stdout` redirects it (a pipe or an
+    open file). Returns the exit code, what the terminal showed, and what went to the pipe.
+    """
     primary, secondary = pty.openpty()
     try:
         process = subprocess.Popen(
             [sys.executable, "-m", "blockrun_mcp", "wallet", "--show-private-key"],
             stdin=secondary,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stdout=secondary if stdout is None else stdout,
+            stderr=secondary,
             env=env,
-            text=True,
         )
+        os.close(secondary)  # the child holds the terminal now; its exit ends our reads
+        secondary = -1
         os.write(primary, answer.encode() + b"\n")
-        out, _ = process.communicate(timeout=60)
-        return process.returncode, out
+        piped = process.stdout.read().decode() if process.stdout else ""
+        shown = _read_terminal(primary, process)
+        return process.wait(), shown, piped
     finally:
         os.close(primary)
-        os.close(secondary)
+        if secondary != -1:
+            os.close(secondary)
 
 
 def test_private_key_is_printed_only_after_confirmation_at_a_terminal(tmp_path, address):
     key_file(tmp_path)
     env = cli_env(tmp_path)
-    code, out = _at_terminal(env, "no")
+    code, out, _ = _at_terminal(env, "no")
     assert code != 0
     assert "not confirmed" in out
     assert KEY[2:] not in out
-    code, out = _at_terminal(env, address.lower())
+    code, out, _ = _at_terminal(env, address.lower())
     assert code == 0
     assert out.strip().splitlines()[-1].endswith(KEY)
-    code, out = _at_terminal(env, "yes")
+    code, out, _ = _at_terminal(env, "yes")
     assert code == 0
     assert KEY in out
+
+
+@pytest.mark.parametrize("target", ["pipe", "file"])
+def test_private_key_is_refused_when_stdout_is_not_a_terminal(tmp_path, target):
+    """A person at a terminal who confirms, but stdout redirected: the key would land there."""
+    key_file(tmp_path)
+    env = cli_env(tmp_path)
+    if target == "pipe":
+        code, shown, piped = _at_terminal(env, "yes", stdout=subprocess.PIPE)
+    else:
+        with open(tmp_path / "out.txt", "wb") as redirected:
+            code, shown, _ = _at_terminal(env, "yes", stdout=redirected.fileno())
+        piped = (tmp_path / "out.txt").read_text()
+    assert code != 0
+    assert "standard output is not a terminal" in shown
+    assert "was not printed" in shown
+    assert piped == ""  # refused before anything, the address included, was written
+    assert KEY[2:] not in (shown + piped).lower()
+
+
+# --- demo -----------------------------------------------------------------------------------
+
+
+def test_demo_server_environment_has_no_wallet_key_and_no_real_settings(tmp_path):
+    from blockrun_mcp.config import ENV_VARS
+    from blockrun_mcp.demo import sandbox_child_env
+
+    parent = {name: f"user's {name}" for name in ENV_VARS}
+    parent |= {"BLOCKRUN_WALLET_KEY": KEY, "BASE_CHAIN_WALLET_KEY": KEY, "blockrun_wallet_key": KEY}
+    parent |= {"BLOCKRUN_SOMETHING_NEW": "x", "BASE_CHAIN_RPC": "x"}
+    needed = {
+        "PATH": "/venv/bin:/usr/bin",
+        "HOME": str(tmp_path),
+        "PYTHONPATH": "/src",
+        "VIRTUAL_ENV": "/venv",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "TMPDIR": "/tmp",
+        "HTTPS_PROXY": "http://proxy:3128",
+        "SSL_CERT_FILE": "/etc/ssl/cert.pem",
+    }
+    child = sandbox_child_env(parent | needed)
+    assert KEY not in child.values()
+    assert KEY[2:] not in json.dumps(child)
+    own = {name for name in child if name.upper().startswith(("BLOCKRUN_", "BASE_CHAIN_"))}
+    assert own == {"BLOCKRUN_DATA_DIR", "BLOCKRUN_OUTPUT_DIR"}
+    assert child["BLOCKRUN_DATA_DIR"] == "user's BLOCKRUN_DATA_DIR"
+    assert {name: child[name] for name in needed} == needed
+
+
+PROBE = """
+import json, os, sys
+seen = [n for n, v in os.environ.items() if {key!r} in v.lower()]
+own = sorted(n for n in os.environ if n.upper().startswith(("BLOCKRUN_", "BASE_CHAIN_")))
+with open(os.path.join({folder!r}, f"{{os.getpid()}}.json"), "w") as f:
+    json.dump({{"argv": sys.orig_argv, "key_in": seen, "own": own}}, f)
+"""
+
+
+def test_demo_never_passes_the_wallet_key_to_its_server(tmp_path, address):
+    """End to end: a real key in the demo's environment; every Python process reports its own.
+
+    A sitecustomize on PYTHONPATH runs first thing in each interpreter (the demo and the server
+    it starts) and records which variables hold the key, by name only.
+    """
+    probe = tmp_path / "probe"
+    reports = tmp_path / "reports"
+    probe.mkdir()
+    reports.mkdir()
+    (probe / "sitecustomize.py").write_text(PROBE.format(key=KEY[2:], folder=str(reports)))
+    env = cli_env(tmp_path, BLOCKRUN_WALLET_KEY=KEY, BASE_CHAIN_WALLET_KEY=KEY)
+    env["PYTHONPATH"] = str(probe)
+    done = run_cli(env, "demo")
+    found = [json.loads(path.read_text()) for path in reports.glob("*.json")]
+    demo = [r for r in found if r["argv"][-1:] == ["demo"]]
+    server = [r for r in found if r["argv"][-2:] == ["serve", "--sandbox"]]
+    assert len(demo) == 1 and len(server) == 1, (found, done.stdout, done.stderr)
+    assert set(demo[0]["key_in"]) == {"BLOCKRUN_WALLET_KEY", "BASE_CHAIN_WALLET_KEY"}  # probe works
+    assert server[0]["key_in"] == []
+    assert server[0]["own"] == ["BLOCKRUN_DATA_DIR", "BLOCKRUN_OUTPUT_DIR"]
+    # The demo still runs, on the throwaway wallet rather than the user's.
+    assert "server offers 7 tools" in done.stdout, done.stdout + done.stderr
+    wallet_line = next(
+        line for line in done.stdout.splitlines() if line.strip().startswith("wallet ")
+    )
+    assert address not in wallet_line
+    assert KEY[2:] not in (done.stdout + done.stderr).lower()
 
 
 # --- models ---------------------------------------------------------------------------------

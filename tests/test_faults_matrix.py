@@ -24,6 +24,7 @@ from tests.payer_support import assert_every_payment_valid
 from tests.security_support import (
     assert_budget_consistent,
     error_text,
+    expire_on_chain,
     reconcile,
     sandbox_view,
     structured,
@@ -143,19 +144,18 @@ FAULTS: dict[str, Fault] = {
     "PAYMENT_REPLAY": Fault(
         {"force_payment_code": "PAYMENT_REPLAY"}, every_tool(lost("PAYMENT_REPLAY", settled=0))
     ),
+    # The gateway's word after a signature releases nothing: the signature is in its hands.
     "PAYMENT_UNFUNDED": Fault(
         {"force_payment_code": "PAYMENT_UNFUNDED"},
-        every_tool(
-            Expect("error", ("PAYMENT_UNFUNDED", "nothing was charged"), rows=("released",))
-        ),
+        every_tool(Expect("error", ("PAYMENT_UNFUNDED", "stays counted"), rows=("signed",))),
     ),
     "PAYMENT_INVALID": Fault(
         {"force_payment_code": "PAYMENT_INVALID"},
-        every_tool(Expect("error", ("PAYMENT_INVALID", "nothing was charged"), rows=("released",))),
+        every_tool(Expect("error", ("PAYMENT_INVALID", "stays counted"), rows=("signed",))),
     ),
     "video_fails_mid_poll": Fault(
         {"video_fail_mid_poll": True},
-        {"generate_video": Expect("failed", ("Nothing was charged",), rows=("released",))},
+        {"generate_video": Expect("failed", ("job failed", "stays counted"), rows=("signed",))},
     ),
     # An 18 s authorization: polling must stop 15 s before it expires, i.e. within 2-3 s.
     "video_outlives_authorization": Fault(
@@ -163,8 +163,8 @@ FAULTS: dict[str, Fault] = {
         {
             "generate_video": Expect(
                 "failed",
-                ("authorization expired", "Nothing was charged"),
-                rows=("released",),
+                ("authorization ran out", "stays counted"),
+                rows=("signed",),
                 resume=("Still rendering", "job_id="),
             )
         },
@@ -290,4 +290,16 @@ async def test_fault_matrix(sandbox, tmp_path: Path, tool: str, fault: str) -> N
         h.service.gateway.http.timeout = httpx2.Timeout(30.0)
         after = await h.ok("ask_model", {"prompt": "after the fault", "model": OPUS})
         assert "after the fault" in after["content"]
+        reconcile(h.ledger, state, logical_requests=2)
+
+        # Once every authorization has expired, the chain decides each pending payment: one the
+        # gateway settled is booked as settled, one it never used is released; nothing stays.
+        found = await expire_on_chain(h, state)
+        assert not found.chain_error and not found.of("pending"), found.outcomes
+        _, settled = sandbox_view(state)
+        for row in h.ledger.payments():
+            assert row.status in ("settled", "released"), row
+            assert (row.status == "settled") == (
+                row.nonce is not None and row.nonce.lower() in settled
+            )
         reconcile(h.ledger, state, logical_requests=2)

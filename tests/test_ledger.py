@@ -130,7 +130,7 @@ def test_running_totals_equal_the_sum_through_any_sequence_of_transitions(tmp_pa
             elif op == "release":
                 ledger.mark_released(payment_id, "released")
             else:
-                ledger.note(payment_id, "a note")
+                ledger.add_note(payment_id, "a note")
             for session in "ab":
                 assert ledger.session_spent_atomic(session) == ledger.counted_by_sum(
                     "session = ?", (session,)

@@ -1,5 +1,6 @@
 """Property: whatever the interleaving of concurrent calls, faults and budgets, no limit is ever
-passed and the ledger always reconciles with what the gateway settled.
+passed (not by what settled, and not by the signatures the gateway holds, which it could still
+submit) and the ledger always reconciles with what the gateway settled.
 
 Each example draws budgets (session, per-call, daily), a wallet balance, a set of gateway faults
 and a batch of paid calls from one or two MCP sessions sharing one ledger, runs the batch at once
@@ -63,6 +64,15 @@ FAULTS = st.sampled_from(
         {"stream_cut_after_chunks": 2, "times": 1},
         {"hostile_terms": "overpriced"},
         {"delay_seconds": 0.02},
+        # A hostile gateway's words after a signature: none may talk the budget down.
+        {"receipt_amount": "0"},
+        {"receipt_amount": "1"},
+        {"force_payment_code": "PAYMENT_INVALID"},
+        {"force_payment_code": "PAYMENT_UNFUNDED"},
+        {"video_fail_mid_poll": True},
+        {"image_count": 7},
+        {"hostile_terms": "pricier_first"},
+        {"hostile_terms": "malformed_first"},
     ]
 )
 CHAT = st.fixed_dictionaries(
@@ -161,6 +171,26 @@ async def _run(sandbox: SandboxServer, scenario: dict[str, Any], root: Path) -> 
         if scenario["daily_usd"] is not None:
             assert total_counted <= _atomic(scenario["daily_usd"])
         assert sum(settled.values()) <= _atomic(scenario["balance_usd"])
+        # Every authorization the gateway holds could still be submitted on chain: the sum of
+        # their signed values stays within each session's budget and the day's, whatever the
+        # gateway answered (receipts for less, rejections, failed videos, drops).
+        with state.lock:
+            held = {
+                str(p["payload"]["authorization"]["nonce"]).lower(): int(
+                    p["payload"]["authorization"]["value"]
+                )
+                for p in state.payments_seen
+            }
+        session_of = {row.nonce.lower(): row.session for row in rows if row.nonce}
+        assert set(held) <= set(session_of), "the gateway holds a signature the ledger lacks"
+        held_by_session: dict[str, int] = defaultdict(int)
+        for nonce, value in held.items():
+            assert value <= cap, "a signature above the per-call cap"
+            held_by_session[session_of[nonce]] += value
+        for value in held_by_session.values():
+            assert value <= _atomic(scenario["session_usd"])
+        if scenario["daily_usd"] is not None:
+            assert sum(held.values()) <= _atomic(scenario["daily_usd"])
         # And each session's budget tool tells the ledger's truth.
         for client, session in zip(clients, ("session-a", "session-b"), strict=False):
             budget = structured(await client.call_tool("budget", {}))

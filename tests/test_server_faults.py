@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.payer_support import assert_every_payment_valid
+from tests.security_support import expire_on_chain
 from tests.server_support import (
     CHEAP_MODEL,
     OPUS,
@@ -45,12 +46,20 @@ async def test_an_unfunded_wallet_is_named_with_how_to_fund_it(sandbox, tmp_path
         text = await h.fail("ask_model", {"prompt": "no money", "model": CHEAP_MODEL})
         assert "PAYMENT_UNFUNDED" in text
         assert h.address in text and "Send USDC" in text
-        assert "nothing was charged" in text
+        assert "stays counted" in text
         state = sandbox.state
         assert len(state.payments_seen) == 1 and not state.settlements
+        # The gateway's word is not proof: the signature it holds counts until the chain says
+        # it expired unused.
+        (row,) = h.ledger.payments()
+        assert row.status == "signed" and "PAYMENT_UNFUNDED" in row.note
+        budget = await h.ok("budget")
+        assert budget["session_spent_usd"] == pytest.approx(row.amount_atomic / 1e6)
+        await expire_on_chain(h, state)
+        (row,) = h.ledger.payments()
+        assert row.status == "released" and "expired unused" in row.note
         budget = await h.ok("budget")
         assert budget["session_spent_usd"] == 0 and budget["budget_remaining_usd"] == 1.0
-        assert [row.status for row in h.ledger.payments()] == ["released"]
         wallet = await h.ok("wallet")
         assert wallet["address"] == h.address
         assert_every_payment_valid(state)
@@ -218,14 +227,19 @@ async def test_an_unknown_job_id_is_an_error_costing_nothing(sandbox, tmp_path):
         assert not sandbox.state.requests_seen and not sandbox.state.payments_seen
 
 
-async def test_a_failed_video_is_not_charged(sandbox, tmp_path):
+async def test_a_failed_video_stays_counted_until_the_chain_says_unused(sandbox, tmp_path):
     sandbox.state.set_faults(video_fail_mid_poll=True)
     async with open_server(tmp_path, sandbox) as h:
         video = await h.ok("generate_video", {"prompt": "doomed", "duration_seconds": 2})
         assert video["status"] == "failed" and video["cost_usd"] == 0
-        assert "Nothing was charged" in video["note"]
-        assert video["budget_remaining_usd"] == 1.0
+        assert "stays counted" in video["note"]
+        (row,) = h.ledger.payments()
+        assert row.status == "signed" and "job failed" in row.note
+        assert video["budget_remaining_usd"] == pytest.approx(1.0 - row.amount_atomic / 1e6)
         assert not sandbox.state.settlements
-        assert [r.status for r in h.ledger.payments()] == ["released"]
+        await expire_on_chain(h, sandbox.state)
+        (row,) = h.ledger.payments()
+        assert row.status == "released"
+        assert (await h.ok("budget"))["budget_remaining_usd"] == 1.0
         assert_every_payment_valid(sandbox.state)
         assert_ledger_matches_sandbox(h.ledger, sandbox.state)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from blockrun_mcp import wallet as wallet_module
 from blockrun_mcp.config import ConfigError, load_config
 from blockrun_mcp.wallet import (
     WalletError,
@@ -69,6 +73,171 @@ def test_key_file_readable_by_others_is_refused(tmp_path, mode):
         find_wallet(config_for(tmp_path))
     assert f"chmod 600 {session}" in str(info.value)
     assert KEY_A[2:] not in str(info.value)
+
+
+NOBODY = 65534  # any uid other than ours will do; this one exists on most systems
+
+
+@pytest.fixture(params=["chown", "euid"])
+def give_away(request, monkeypatch) -> Callable[[Path], None]:
+    """Make a path belong to another user: really (chown, needs root), or by changing who we are.
+
+    The real chown is the faithful test; pretending to be another uid runs everywhere.
+    """
+
+    def chown(path: Path) -> None:
+        os.chown(path, NOBODY, NOBODY, follow_symlinks=False)
+        if path.is_symlink():
+            os.chown(path.resolve(), NOBODY, NOBODY)
+
+    def pretend(path: Path) -> None:
+        real = os.geteuid()
+        monkeypatch.setattr(os, "geteuid", lambda: real + 1)
+
+    if request.param == "chown":
+        if os.geteuid() != 0:
+            pytest.skip("only root can give a file away; the 'euid' variant covers this case")
+        return chown
+    return pretend
+
+
+def assert_refused(config, *fragments: str) -> str:
+    with pytest.raises(WalletError) as info:
+        find_wallet(config)
+    text = str(info.value)
+    for fragment in fragments:
+        assert fragment in text
+    assert KEY_A[2:] not in text.lower()
+    return text
+
+
+def test_key_file_owned_by_another_user_is_refused(tmp_path, give_away):
+    session = tmp_path / ".blockrun" / ".session"
+    write_key(session, KEY_A)
+    give_away(session)
+    text = assert_refused(config_for(tmp_path), str(session), "another user", "chown")
+    assert "wallet create" in text
+
+
+def test_symlink_to_a_key_file_owned_by_another_user_is_refused(tmp_path, give_away):
+    target = tmp_path / "elsewhere" / "key"
+    write_key(target, KEY_A)
+    session = tmp_path / ".blockrun" / ".session"
+    session.parent.mkdir()
+    session.symlink_to(target)
+    give_away(session)
+    assert_refused(config_for(tmp_path), str(session), os.path.realpath(target), "another user")
+
+
+def test_symlink_to_our_own_private_key_file_is_accepted(tmp_path):
+    target = tmp_path / "secrets" / "key"
+    write_key(target, KEY_A)
+    session = tmp_path / ".blockrun" / ".session"
+    session.parent.mkdir()
+    session.symlink_to(target)
+    assert find_wallet(config_for(tmp_path)).source == str(session)
+
+
+def test_key_folder_owned_by_another_user_is_refused(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("only root can give a folder away")
+    session = tmp_path / ".blockrun" / ".session"
+    write_key(session, KEY_A)
+    os.chown(session.parent, NOBODY, NOBODY)
+    assert_refused(config_for(tmp_path), str(session.parent), "another user", "folder you own")
+
+
+@pytest.mark.parametrize(
+    ("mode", "refused"),
+    [
+        pytest.param(0o777, True, id="world-writable"),
+        pytest.param(0o1777, False, id="world-writable-sticky-like-tmp"),
+        pytest.param(0o770, False, id="group-writable"),
+    ],
+)
+def test_key_folder_anyone_can_write_is_refused(tmp_path, mode, refused):
+    session = tmp_path / ".blockrun" / ".session"
+    write_key(session, KEY_A)
+    session.parent.chmod(mode)
+    if refused:
+        assert_refused(config_for(tmp_path), str(session.parent), "every user", "chmod 700")
+    else:
+        assert find_wallet(config_for(tmp_path)).source == str(session)
+
+
+def finishes(action: Callable[[], object], seconds: float = 5.0) -> BaseException | None:
+    """Run `action` in a daemon thread; fail the test if it blocks. Returns what it raised."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            action()
+        except BaseException as exc:  # handed back to the test
+            raised.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "reading the key file blocked"
+    return raised[0] if raised else None
+
+
+def unblock(fifo: Path) -> None:
+    """If a reader is stuck opening the pipe, opening its write end lets it go."""
+    with contextlib.suppress(OSError):  # ENXIO: nobody is reading, nothing to release
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link to fifo", "directory", "broken link"])
+def test_key_path_that_is_not_a_plain_file_is_refused_without_blocking(tmp_path, kind):
+    session = tmp_path / ".blockrun" / ".session"
+    session.parent.mkdir()
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo, 0o600)
+    if kind == "fifo":
+        os.mkfifo(session, 0o600)
+    elif kind == "link to fifo":
+        session.symlink_to(fifo)
+    elif kind == "directory":
+        session.mkdir(mode=0o700)
+    else:
+        session.symlink_to(tmp_path / "missing")
+    # A valid key in the next candidate must not be used instead: the user meant .session.
+    write_key(tmp_path / ".blockrun" / "wallet.key", KEY_A)
+    try:
+        raised = finishes(lambda: find_wallet(config_for(tmp_path)))
+    finally:
+        unblock(session if kind == "fifo" else fifo)
+    assert isinstance(raised, WalletError), raised
+    assert str(session) in str(raised)
+    assert KEY_A[2:] not in str(raised)
+
+
+def test_key_file_swapped_for_a_pipe_after_the_check_is_refused_without_blocking(
+    tmp_path, monkeypatch
+):
+    session = tmp_path / ".blockrun" / ".session"
+    write_key(session, KEY_A)
+    real_check = wallet_module.check_key_file_permissions
+
+    def check_then_swap(path: Path) -> None:
+        real_check(path)
+        path.unlink()
+        os.mkfifo(path, 0o600)
+
+    monkeypatch.setattr(wallet_module, "check_key_file_permissions", check_then_swap)
+    try:
+        raised = finishes(lambda: find_wallet(config_for(tmp_path)))
+    finally:
+        unblock(session)
+    assert isinstance(raised, WalletError), raised
+    assert "named pipe" in str(raised)
+
+
+def test_oversized_key_file_is_refused_unread(tmp_path):
+    session = tmp_path / ".blockrun" / ".session"
+    write_key(session, KEY_A + "\n" + "#" * 10_000)
+    assert_refused(config_for(tmp_path), str(session), "larger than")
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from blockrun_mcp.x402.codec import (
     rejection_code,
 )
 from blockrun_mcp.x402.errors import MalformedTerms, PaymentRefused
-from blockrun_mcp.x402.networks import BASE, BASE_SEPOLIA, usd_to_atomic
+from blockrun_mcp.x402.networks import BASE, BASE_SEPOLIA, parse_atomic, usd_to_atomic
 from blockrun_mcp.x402.policy import SigningPolicy
 
 PAY_TO = "0x1111111111111111111111111111111111111111"
@@ -44,7 +44,7 @@ def v2_headers(*accepts: dict) -> dict[str, str]:
     return {"PAYMENT-REQUIRED": encode_header(terms)}
 
 
-POLICY = SigningPolicy(network=BASE, max_atomic=usd_to_atomic(0.50))
+POLICY = SigningPolicy(network=BASE, max_atomic=usd_to_atomic(0.50), pay_to=PAY_TO)
 
 
 def test_v2_header_in_any_case_and_alphabet():
@@ -111,7 +111,7 @@ def test_v1_body_terms():
                 )
             },
             b"",
-            "invalid",
+            "unreadable",
         ),
         ({"PAYMENT-REQUIRED": encode_header([1, 2])}, b"", "not a JSON object"),
         ({"PAYMENT-REQUIRED": "A" * 200_000}, b"", "limit"),
@@ -148,6 +148,14 @@ def test_deeply_nested_terms_are_refused():
         ({"amount": "0"}, "zero"),
         ({"amount": "-5"}, "whole number"),
         ({"amount": "1e3"}, "whole number"),
+        # str.isdigit() and int() take these; an amount is ASCII digits or nothing.
+        ({"amount": "٣٠٠"}, "whole number"),
+        ({"amount": "３００"}, "whole number"),
+        ({"amount": "2²"}, "whole number"),
+        ({"amount": " 300"}, "whole number"),
+        ({"amount": "+300"}, "whole number"),
+        ({"amount": "1" * 79}, "whole number"),
+        ({"payTo": "0x" + "22" * 20}, "pinned payee"),
         ({"maxTimeoutSeconds": 86400}, "maxTimeoutSeconds"),
         ({"maxTimeoutSeconds": 0}, "maxTimeoutSeconds"),
         ({"payTo": "not-an-address"}, "payTo"),
@@ -168,6 +176,52 @@ def test_policy_picks_the_acceptable_option_among_several():
     )
     chosen = POLICY.choose(terms)
     assert chosen.scheme == "exact" and chosen.asset == BASE.usdc
+
+
+def test_the_cheapest_acceptable_option_wins_and_the_first_of_equals():
+    dear, cheap, cheap_too = (
+        requirement(amount="140000"),
+        requirement(amount="100000", maxTimeoutSeconds=301),
+        requirement(amount="100000", maxTimeoutSeconds=302),
+    )
+    terms = parse_payment_required(v2_headers(dear, requirement(amount="1"), cheap), b"")
+    terms.accepts[1].extra = None  # the cheapest option of all is unacceptable
+    assert POLICY.choose(terms).amount == "100000"
+    terms = parse_payment_required(v2_headers(dear, cheap, cheap_too), b"")
+    assert POLICY.choose(terms).maxTimeoutSeconds == 301
+
+
+def test_an_unreadable_option_does_not_hide_a_good_one():
+    broken = {"scheme": "exact", "amount": "5"}  # no network, asset, payTo
+    terms = parse_payment_required(v2_headers(broken, "not an object", requirement()), b"")  # type: ignore[arg-type]
+    assert len(terms.accepts) == 1 and len(terms.unreadable) == 2
+    assert POLICY.choose(terms).amount == "25685"
+    only_broken = parse_payment_required(v2_headers(broken, requirement(scheme="upto")), b"")
+    with pytest.raises(PaymentRefused) as info:
+        POLICY.choose(only_broken)
+    assert "option 1 is unreadable" in info.value.reason and "upto" in info.value.reason
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("0", 0),
+        ("25685", 25685),
+        ("9" * 78, int("9" * 78)),
+        ("٣", None),
+        ("３", None),
+        ("²", None),
+        ("", None),
+        ("1_000", None),
+        ("-1", None),
+        ("0x10", None),
+        (12, None),
+        (None, None),
+        ("1" * 79, None),
+    ],
+)
+def test_atomic_amounts_are_ascii_digits_only(text, value):
+    assert parse_atomic(text) == value
 
 
 def test_over_cap_refusal_names_the_limit():

@@ -5,7 +5,9 @@
         sandbox.state.set_faults(status_after_settlement=503, times=1)
 
 Payments are verified as strictly as a facilitator would, then "settled" against in-memory
-balances; no chain, no real money.
+balances; no chain, no real money. A stand-in chain at `sandbox.rpc_url` answers JSON-RPC
+(balanceOf, authorizationState, the latest block) from those settlements and the sandbox's
+chain clock.
 """
 
 from blockrun_mcp.sandbox.app import create_app

@@ -2,6 +2,8 @@
 
 A paid request goes: validate the body (400) -> free model? answer -> no payment header? 402 ->
 decode, verify, settle -> answer with receipt. Each fault switch cuts in at the step it names.
+
+POST /rpc is the stand-in chain's JSON-RPC node (see rpc.py), outside /api like the controls.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from blockrun_mcp.sandbox import bodies, media, payments, replies, terms
+from blockrun_mcp.sandbox import bodies, media, payments, replies, rpc, terms
 from blockrun_mcp.sandbox.bodies import BadRequest, PricedRequest, VideoBody
 from blockrun_mcp.sandbox.catalog import catalog_body
 from blockrun_mcp.sandbox.drops import DroppedResponse, cut_stream
@@ -189,7 +191,11 @@ class Gateway:
             return _fault_status(faults.status_before_payment)
         if faults.malformed_402:
             call.fault_hit()
-        return self._terms(call, key, video=video)
+        response = self._terms(call, key, video=video)
+        if faults.trickle_seconds and faults.trickle_at == "402":
+            # The terms header goes out whole; only the body never ends.
+            return self._trickled(response, faults.trickle_seconds)
+        return response
 
     def _terms(self, call: PaidCall, key: str, *, video: bool) -> Response:
         entry = call.priced.entry
@@ -217,10 +223,17 @@ class Gateway:
             call.fault_hit()  # the proxy gave up on a silent connection; its 524 has no receipt
             return _error(PROXY_TIMEOUT_STATUS, "A timeout occurred", "ORIGIN_TIMEOUT")
         receipt = (
-            {} if faults.omit_receipt else payments.receipt_headers(settlement, version=version)
+            {}
+            if faults.omit_receipt
+            else payments.receipt_headers(
+                settlement, version=version, claimed_amount=faults.receipt_amount
+            )
         )
         if faults.omit_receipt:
             call.fault_hit()
+        if faults.trickle_seconds and faults.trickle_at == "answer":
+            head, media_type = self._filler_head(call)
+            return self._trickle(200, receipt or {}, media_type, head, b"A", faults.trickle_seconds)
         if faults.huge_success_body_bytes:
             return self._huge_body(call, faults.huge_success_body_bytes, receipt)
         if faults.malformed_success_body:
@@ -266,13 +279,17 @@ class Gateway:
         await self._model_latency(call)
         return JSONResponse(replies.responses_body(reply), headers=receipt)
 
+    @staticmethod
+    def _filler_head(call: PaidCall) -> tuple[bytes, str]:
+        """The start of an answer that filler can continue without ever completing it."""
+        if call.streaming:
+            return b'data: {"choices":[{"delta":{"content":"', "text/event-stream"
+        return b'{"data":[{"url":"data:image/png;base64,', "application/json"
+
     def _huge_body(self, call: PaidCall, size: int, receipt: Receipt) -> Response:
         """An answer of `size` bytes, streamed: what a client reads of it is counted."""
         state = self.state
-        if call.streaming:
-            head, media_type = b'data: {"choices":[{"delta":{"content":"', "text/event-stream"
-        else:
-            head, media_type = b'{"data":[{"url":"data:image/png;base64,', "application/json"
+        head, media_type = self._filler_head(call)
         filler = b"A" * 65536
 
         async def body() -> AsyncIterator[bytes]:
@@ -287,8 +304,49 @@ class Gateway:
 
         return StreamingResponse(body(), media_type=media_type, headers=receipt)
 
+    def _trickled(self, response: Response, seconds: float) -> Response:
+        """`response` with its status and headers, its body dribbled (then spaces, forever)."""
+        headers = {
+            name: value
+            for name, value in response.headers.items()
+            if name.lower() not in ("content-length", "content-type")
+        }
+        media_type = response.headers.get("content-type", "application/json")
+        return self._trickle(
+            response.status_code, headers, media_type, bytes(response.body), b" ", seconds
+        )
+
+    def _trickle(
+        self,
+        status: int,
+        headers: dict[str, str],
+        media_type: str,
+        head: bytes,
+        filler: bytes,
+        seconds: float,
+    ) -> Response:
+        """Headers at once, then `head` and `filler` one byte every `seconds`, never ending.
+
+        The sleep between bytes is where a client's disconnect cancels the stream; the bytes
+        sent are counted so a test can see that it did.
+        """
+        state = self.state
+
+        async def body() -> AsyncIterator[bytes]:
+            index = 0
+            while True:
+                yield head[index : index + 1] if index < len(head) else filler
+                index += 1
+                with state.lock:
+                    state.trickle_bytes_sent += 1
+                await anyio.sleep(seconds)
+
+        return StreamingResponse(body(), status_code=status, media_type=media_type, headers=headers)
+
     async def _deliver_images(self, call: PaidCall, receipt: Receipt) -> Response:
-        results = media.image_results(self.state, call.priced, call.base_url)
+        results = media.image_results(
+            self.state, call.priced, call.base_url, count=call.faults.image_count
+        )
         if call.faults.media_url is not None:
             for result in results:
                 result["url"] = call.faults.media_url
@@ -305,7 +363,8 @@ class Gateway:
             pending = [
                 job
                 for job in state.jobs.values()
-                if job.payment.nonce == payment.nonce and job.status in ("queued", "in_progress")
+                if payments.same_authorization(job.payment, payment)
+                and job.status in ("queued", "in_progress")
             ]
         if pending:  # the same payment resent (a lost 202): the same job, not a second one
             return self._job_accepted(call, pending[0])
@@ -353,12 +412,18 @@ class Gateway:
                 )
         except PaymentRejection as rejection:
             return _rejection(rejection)
-        return self._advance_job(request, job, state.faults_for(request.url.path))
+        faults = state.faults_for(request.url.path)
+        response = self._advance_job(request, job, faults)
+        # A dropped connection has no body to dribble.
+        seconds = faults.trickle_seconds if faults.trickle_at == "poll" else None
+        if seconds and not isinstance(response, DroppedResponse | StreamingResponse):
+            return self._trickled(response, seconds)
+        return response
 
     def _advance_job(self, request: Request, job: VideoJob, faults: Faults) -> Response:
         state = self.state
         if job.status == "completed" and job.settlement is not None:
-            return self._job_completed(job)
+            return self._job_completed(job, faults.receipt_amount)
         if job.status == "failed":
             return JSONResponse({"id": job.id, "status": "failed", "error": job.error})
         with state.lock:
@@ -405,7 +470,7 @@ class Gateway:
         if faults.stream_cut_after_chunks is not None:
             fault_hit()
             return _error(PROXY_TIMEOUT_STATUS, "A timeout occurred", "ORIGIN_TIMEOUT")
-        completed = self._job_completed(job)
+        completed = self._job_completed(job, faults.receipt_amount)
         if faults.omit_receipt:
             fault_hit()
             completed = JSONResponse(json.loads(completed.body))
@@ -420,11 +485,27 @@ class Gateway:
             )
         return completed
 
-    def _job_completed(self, job: VideoJob) -> Response:
+    def _job_completed(self, job: VideoJob, claimed_amount: str | None = None) -> Response:
         assert job.settlement is not None
         body = {"id": job.id, "status": "completed", "model": job.model, "data": [{"url": job.url}]}
-        headers = payments.receipt_headers(job.settlement, version=job.payment.version)
+        headers = payments.receipt_headers(
+            job.settlement, version=job.payment.version, claimed_amount=claimed_amount
+        )
         return JSONResponse(body, headers=headers)
+
+    # the stand-in chain
+    async def json_rpc(self, request: Request) -> Response:
+        """POST /rpc: one JSON-RPC request, answered from what the sandbox settled."""
+        state = self.state
+        parsed, error = rpc.parse(await request.body())
+        method = parsed["method"][:64] if parsed else ""
+        state.log_rpc(method, rpc.selector_of(parsed) if parsed else "")
+        faults = state.faults_for(request.url.path)
+        if faults.rpc_down:
+            return _error(503, "The RPC node is unavailable (sandbox fault)", "SANDBOX_FAULT")
+        if parsed is None:
+            return JSONResponse(error)
+        return JSONResponse(rpc.answer(state, parsed, garbage=faults.rpc_garbage))
 
     # test controls
     async def admin_state(self, request: Request) -> Response:
@@ -478,6 +559,7 @@ def create_app(state: SandboxState) -> Starlette:
         Route("/api/v1/videos/generations", gw.videos, methods=["POST"]),
         Route("/api/v1/videos/generations/{job_id}", gw.video_poll, methods=["GET"]),
         Route("/api/media/{name}", gw.media_file, methods=["GET"]),
+        Route("/rpc", gw.json_rpc, methods=["POST"]),
         Route("/_sandbox/state", gw.admin_state, methods=["GET"]),
         Route("/_sandbox/faults", gw.admin_faults, methods=["POST"]),
         Route("/_sandbox/reset", gw.admin_reset, methods=["POST"]),

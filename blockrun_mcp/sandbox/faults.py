@@ -2,6 +2,9 @@
 
 All are off by default. Tests turn them on with `SandboxState.set_faults(...)` or over HTTP with
 `POST /_sandbox/faults`, so a client can be proven to survive each one.
+
+The chain switches (`chain_time_offset_seconds`, `rpc_down`, `rpc_garbage`) describe the sandbox's
+stand-in chain as a whole: `endpoints` does not scope them and `times` does not count them.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ HostileTermsKind = Literal[
     "long_timeout",
     "v1",
     "payto_changes",
+    "pricier_first",
+    "malformed_first",
 ]
+TrickleAt = Literal["402", "answer", "poll"]
 PaymentCode = Literal["PAYMENT_INVALID", "PAYMENT_UNFUNDED", "PAYMENT_REPLAY"]
 
 # The faults that `times` counts down. Hostile terms are left out on purpose: a client pays
@@ -60,7 +66,12 @@ class Faults(BaseModel):
     delay_seconds: float = Field(default=0.0, ge=0)
     model_latency_seconds: float = Field(default=0.0, ge=0)
     malformed_402: MalformedTermsKind | None = None
-    hostile_terms: HostileTermsKind | None = None
+    hostile_terms: HostileTermsKind | None = Field(
+        default=None,
+        description="terms a client must refuse or choose among; 'pricier_first' lists an "
+        "honest option at 1.4x the quote before the real one (both payable), 'malformed_first' "
+        "an option whose amount is written in non-ASCII digits before the real one",
+    )
     force_payment_code: PaymentCode | None = None
     malformed_success_body: bool = False
     omit_receipt: bool = False
@@ -81,6 +92,41 @@ class Faults(BaseModel):
         default=None, ge=1, description="a paid answer streams this many bytes of filler"
     )
     poll_url: str | None = Field(default=None, description="the poll_url video job answers carry")
+    receipt_amount: str | None = Field(
+        default=None,
+        description="the `amount` a v2 PAYMENT-RESPONSE receipt claims (chat, images, a completed "
+        "video poll); the full signed amount is still settled",
+    )
+    image_count: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="an image answer carries this many `data` entries, whatever `n` was asked "
+        "(each a distinct sandbox media URL, or `media_url` when set)",
+    )
+    trickle_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="the response chosen by `trickle_at` sends its headers at once, then one "
+        "body byte every this many seconds, forever (until the client disconnects)",
+    )
+    trickle_at: TrickleAt = Field(
+        default="answer",
+        description="'402': the unpaid 402 (terms header intact); 'answer': a paid chat or image "
+        "answer, after settlement; 'poll': every video poll answer",
+    )
+    # The stand-in chain, answered at POST /rpc (see the module docstring).
+    chain_time_offset_seconds: int = Field(
+        default=0,
+        description="the chain clock runs this far from the wall clock: authorizations expire "
+        "(for verify, settle and eth_getBlockByNumber) without waiting. The clock never runs "
+        "backwards: lowering this holds it where it was until the wall clock catches up",
+    )
+    rpc_down: bool = Field(default=False, description="POST /rpc answers HTTP 503")
+    rpc_garbage: bool = Field(
+        default=False,
+        description="POST /rpc answers 200 with unusable results ('0x02', malformed hex)",
+    )
 
     def applies_to(self, path: str) -> bool:
         """Whether the endpoint-scoped faults hit a request for `path` (a full path or suffix)."""
@@ -91,7 +137,8 @@ class Faults(BaseModel):
     def scoped_to(self, path: str) -> Faults:
         """The faults as one request on `path` sees them: endpoint-scoped ones off if it is not listed.
 
-        Model latency and the video switches describe the sandbox as a whole, so they stay.
+        Model latency, the video switches and the chain describe the sandbox as a whole, so
+        they stay.
         """
         if self.applies_to(path):
             return self.model_copy()
@@ -100,6 +147,9 @@ class Faults(BaseModel):
             video_fail_mid_poll=self.video_fail_mid_poll,
             video_polls_before_done=self.video_polls_before_done,
             video_timeout_seconds=self.video_timeout_seconds,
+            chain_time_offset_seconds=self.chain_time_offset_seconds,
+            rpc_down=self.rpc_down,
+            rpc_garbage=self.rpc_garbage,
         )
 
     def without_counted(self) -> Faults:

@@ -51,19 +51,23 @@ def media_url(base_url: str, name: str) -> str:
 
 
 def image_results(
-    state: SandboxState, priced: PricedRequest, base_url: str
+    state: SandboxState, priced: PricedRequest, base_url: str, *, count: int | None = None
 ) -> list[dict[str, Any]]:
-    """One `data[]` entry per image: data URIs for gpt-image-*, sandbox URLs for the rest."""
+    """One `data[]` entry per image: data URIs for gpt-image-*, sandbox URLs for the rest.
+
+    `count` (the image_count fault) overrides the `n` asked for; those entries are all distinct
+    sandbox URLs, whatever the model, so each is a separate download.
+    """
     body = priced.body
     assert isinstance(body, ImageBody)
     source = (body.image or body.image_url or "") if isinstance(body, Image2ImageBody) else ""
     model = priced.entry.id
     results: list[dict[str, Any]] = []
-    for index in range(body.n):
+    for index in range(body.n if count is None else count):
         seed = f"{model}|{body.size}|{body.prompt}|{source}|{index}"
         png = png_bytes(seed)
         entry: dict[str, Any]
-        if model in DATA_URI_MODELS:
+        if model in DATA_URI_MODELS and count is None:
             entry = {"url": "data:image/png;base64," + base64.b64encode(png).decode()}
         else:
             name = f"img-{hashlib.sha256(seed.encode()).hexdigest()[:20]}.png"

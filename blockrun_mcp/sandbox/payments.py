@@ -2,7 +2,12 @@
 
 `verify` runs every check a facilitator runs before touching the chain (version, terms, scheme,
 network, domain, signature, recipient, amount, validity window). `settle` then applies the
-spend-time checks (nonce unused, balance) and moves the money, atomically under the state lock.
+spend-time checks (still valid, nonce unused, balance) and moves the money, atomically under the
+state lock.
+
+Validity is judged by the sandbox's chain clock (`SandboxState.chain_now`), as a real chain judges
+it by block time: once that clock has passed an authorization's validBefore it can never settle,
+which is what makes "expired and authorizationState says unused" final for the reconciler.
 """
 
 from __future__ import annotations
@@ -210,7 +215,7 @@ def verify(
     state: SandboxState, decoded: Any, key: str, *, v1: bool, now: int | None = None
 ) -> VerifiedPayment:
     """Check a decoded payment against the terms issued for request `key`; raise if it fails."""
-    now = int(time.time()) if now is None else now
+    now = state.chain_now() if now is None else now
     if not isinstance(decoded, dict):
         raise _invalid("the payment header is not a JSON object")
     expected = 1 if v1 else 2
@@ -231,10 +236,12 @@ def tx_hash_for(nonce: str) -> str:
 def _check_spendable_locked(
     state: SandboxState, payment: VerifiedPayment, job_id: str | None
 ) -> None:
-    if payment.nonce in state.settled_nonces:
+    # Keyed by authorizer and nonce, as USDC's authorizationState is: a nonce is unique only
+    # per authorizer, and /rpc must answer exactly what this check enforced.
+    if (payment.payer.lower(), payment.nonce) in state.settled_authorizations:
         raise PaymentRejection(REPLAY, f"nonce {payment.nonce} was already used by a settlement")
     for job in state.jobs.values():
-        if job.id != job_id and job.payment.nonce == payment.nonce and job.status != "failed":
+        if job.id != job_id and same_authorization(job.payment, payment) and job.status != "failed":
             raise PaymentRejection(
                 REPLAY, f"nonce {payment.nonce} already pays for video job {job.id}"
             )
@@ -245,6 +252,10 @@ def _check_spendable_locked(
             f"{payment.payer} holds {balance} atomic USDC, less than the {payment.amount_atomic} "
             "this payment needs",
         )
+
+
+def same_authorization(one: VerifiedPayment, other: VerifiedPayment) -> bool:
+    return one.nonce == other.nonce and one.payer.lower() == other.payer.lower()
 
 
 def check_spendable(
@@ -263,22 +274,31 @@ def settle(
     job_id: str | None = None,
     now: float | None = None,
 ) -> Settlement:
-    """Spend the authorization: at most once per nonce, only if funded and still valid."""
-    now = time.time() if now is None else now
-    if payment.valid_before <= int(now):
-        raise _invalid("the authorization expired before it could be settled")
+    """Spend the authorization: at most once per authorizer and nonce, only if funded and still
+    valid.
+
+    `now` (tests only) stands for both clocks; by default expiry is judged by the chain clock,
+    read under the same lock as the spend, so no settlement can slip past a clock change.
+    """
     with state.lock:
+        chain_now = state.chain_now_locked() if now is None else int(now)
+        if payment.valid_before <= chain_now:
+            raise _invalid(
+                f"the authorization expired before it could be settled: validBefore "
+                f"{payment.valid_before} <= chain time {chain_now}"
+            )
         _check_spendable_locked(state, payment, job_id)
         balance = state.balances.get(payment.payer, state.starting_balance_atomic)
         state.balances[payment.payer] = balance - payment.amount_atomic
         state.settled_nonces.add(payment.nonce)
+        state.settled_authorizations.add((payment.payer.lower(), payment.nonce))
         settlement = Settlement(
             nonce=payment.nonce,
             payer=payment.payer,
             amount_atomic=payment.amount_atomic,
             tx_hash=tx_hash_for(payment.nonce),
             endpoint=endpoint,
-            time=now,
+            time=time.time() if now is None else now,
             network=payment.network,
             pay_to=payment.pay_to,
         )
@@ -286,8 +306,13 @@ def settle(
         return settlement
 
 
-def receipt_headers(settlement: Settlement, *, version: int) -> dict[str, str]:
-    """PAYMENT-RESPONSE + X-Payment-Receipt for v2; the legacy X-PAYMENT-RESPONSE for v1."""
+def receipt_headers(
+    settlement: Settlement, *, version: int, claimed_amount: str | None = None
+) -> dict[str, str]:
+    """PAYMENT-RESPONSE + X-Payment-Receipt for v2; the legacy X-PAYMENT-RESPONSE for v1.
+
+    `claimed_amount` (the receipt_amount fault) is what a lying v2 receipt says was charged.
+    """
     receipt = {
         "success": True,
         "transaction": settlement.tx_hash,
@@ -296,5 +321,5 @@ def receipt_headers(settlement: Settlement, *, version: int) -> dict[str, str]:
     }
     if version == 1:
         return {"X-PAYMENT-RESPONSE": encode_header(receipt)}
-    receipt["amount"] = str(settlement.amount_atomic)
+    receipt["amount"] = str(settlement.amount_atomic) if claimed_amount is None else claimed_amount
     return {"PAYMENT-RESPONSE": encode_header(receipt), "X-Payment-Receipt": settlement.tx_hash}

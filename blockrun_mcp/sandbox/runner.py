@@ -115,9 +115,18 @@ class SandboxServer:
         self._thread: threading.Thread | None = None
 
     @property
-    def base_url(self) -> str:
+    def origin(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/api"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.origin}/api"
+
+    @property
+    def rpc_url(self) -> str:
+        """The stand-in chain's JSON-RPC endpoint (BLOCKRUN_RPC_URL for a client of this sandbox)."""
+        return f"{self.origin}/rpc"
 
     def start(self) -> Self:
         if self._thread is not None:
@@ -177,10 +186,12 @@ def run_sandbox(host: str, port: int, network: str = "base") -> None:
     state = SandboxState(network=network)
     sock = _bind(host, port)
     actual_port = sock.getsockname()[1]
-    url = f"http://{host}:{actual_port}/api"
+    origin = f"http://[{host}]:{actual_port}" if ":" in host else f"http://{host}:{actual_port}"
+    url, rpc_url = f"{origin}/api", f"{origin}/rpc"
     print(
         f"BlockRun sandbox gateway ({state.network}, fake USDC) listening on {url}; "
-        f"point a client at it with: export BLOCKRUN_API_URL={url}",
+        f"point a client at it with: export BLOCKRUN_API_URL={url}\n"
+        f"Its stand-in chain answers JSON-RPC on {rpc_url}: export BLOCKRUN_RPC_URL={rpc_url}",
         flush=True,
     )
     server = _server(state, host, actual_port)

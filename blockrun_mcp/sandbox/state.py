@@ -116,9 +116,20 @@ class SandboxState:
             self.jobs: dict[str, VideoJob] = {}
             self.media: dict[str, tuple[bytes, str]] = {}
             self.settled_nonces: set[str] = set()
+            # (lowercase authorizer, lowercase nonce) of every settlement: USDC's
+            # authorizationState, which keys a nonce by its authorizer, as the chain answers it.
+            self.settled_authorizations: set[tuple[str, str]] = set()
+            # (method, selector or "") of every POST /rpc, so a test can count how often the
+            # chain was asked. Kept apart from requests_seen, which counts gateway requests.
+            self.rpc_calls: list[tuple[str, str]] = []
+            # The latest chain time reached: a chain never goes back, even if a test lowers
+            # chain_time_offset_seconds.
+            self.chain_time_reached = 0
             self.payto_counter = 0
             # Bytes of huge_success_body_bytes answers actually sent: how much a client read.
             self.huge_bytes_sent = 0
+            # Bytes of trickled bodies sent: stops growing once the client has gone.
+            self.trickle_bytes_sent = 0
 
     # faults
     def set_faults(self, **kwargs: Any) -> Faults:
@@ -145,6 +156,29 @@ class SandboxState:
                 self.faults = self.faults.without_counted()
             else:
                 self.faults = self.faults.model_copy(update={"times": remaining})
+
+    # the stand-in chain's clock
+    def chain_now(self) -> int:
+        """The chain's time (a block timestamp): the wall clock moved by chain_time_offset_seconds.
+
+        It never runs backwards: lowering the offset holds it at the time already reached until
+        the wall clock catches up (`reset()` starts it over). Otherwise an authorization the
+        chain had shown expired and unused could become valid again and settle, the one thing
+        a reconciler releasing it relies on never happening.
+        """
+        with self.lock:
+            return self.chain_now_locked()
+
+    def chain_now_locked(self) -> int:
+        """`chain_now` for a caller already holding `lock` (settle judges expiry under it)."""
+        now = int(time.time()) + self.faults.chain_time_offset_seconds
+        self.chain_time_reached = max(self.chain_time_reached, now)
+        return self.chain_time_reached
+
+    def authorization_used(self, authorizer: str, nonce: str) -> bool:
+        """USDC's authorizationState(authorizer, nonce): did the sandbox settle that pair?"""
+        with self.lock:
+            return (authorizer.lower(), nonce.lower()) in self.settled_authorizations
 
     # balances (atomic units, keyed by checksummed address; unseen payers start funded)
     @property
@@ -174,6 +208,10 @@ class SandboxState:
     def log_body(self, path: str, body: Any) -> None:
         with self.lock:
             self.bodies_seen.append((path, body))
+
+    def log_rpc(self, method: str, selector: str) -> None:
+        with self.lock:
+            self.rpc_calls.append((method, selector))
 
     def log_payment(self, decoded: Any) -> None:
         with self.lock:
@@ -218,6 +256,7 @@ class SandboxState:
                 "caip2": self.network_spec.caip2,
                 "treasury": self.treasury,
                 "starting_balance_usd": self.starting_balance_usd,
+                "chain_now": self.chain_now_locked(),
                 "settlements": [s.model_dump() for s in self.settlements],
                 "settled_total_atomic": sum(s.amount_atomic for s in self.settlements),
                 "balances": dict(self.balances),
@@ -232,5 +271,6 @@ class SandboxState:
                     "issued_terms": len(self.issued_terms),
                     "settlements": len(self.settlements),
                     "jobs": len(self.jobs),
+                    "rpc_calls": len(self.rpc_calls),
                 },
             }

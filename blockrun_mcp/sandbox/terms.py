@@ -23,6 +23,11 @@ DEFAULT_TIMEOUT_SECONDS = 300
 VIDEO_TIMEOUT_SECONDS = 600  # video jobs run for minutes; the authorization must outlive them
 LONG_TIMEOUT_SECONDS = 86_400
 OVERPRICE_FACTOR = 100
+# pricier_first: an option that is honest in every field but costs 40% more than the quote.
+PRICIER_NUMERATOR, PRICIER_DENOMINATOR = 14, 10
+# malformed_first: the amount's digits written as Arabic-Indic digits, which Python's int() and
+# str.isdigit() both accept and no gateway means as an amount.
+ARABIC_INDIC_DIGITS = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
 WRONG_ASSET = "0xD6442efeE5A19B5194F840E4093AC2a4E35C28B1"  # not USDC on any network
 HUGE_HEADER_BYTES = 200 * 1024
 DEEP_NESTING = 100
@@ -152,6 +157,32 @@ def _malformed_response(
     return _v2_response(header, body)
 
 
+def _lead_option(requirement: dict[str, Any], kind: str | None) -> dict[str, Any] | None:
+    """The option listed before the honest one by the *_first hostile kinds, else None."""
+    if kind == "pricier_first":
+        amount = int(requirement["amount"])
+        pricier = -(-amount * PRICIER_NUMERATOR // PRICIER_DENOMINATOR)  # ceil: always dearer
+        return {**requirement, "amount": str(pricier)}
+    if kind == "malformed_first":
+        return {**requirement, "amount": requirement["amount"].translate(ARABIC_INDIC_DIGITS)}
+    return None
+
+
+def _accepts(
+    state: SandboxState, key: str, requirement: dict[str, Any], kind: str | None
+) -> list[dict[str, Any]]:
+    """What `accepts` lists, each payable option recorded as issued for this request.
+
+    The pricier option is a real offer (it verifies and settles at its own amount); the
+    malformed one is not recorded, so nothing signed over it can ever verify.
+    """
+    lead = _lead_option(requirement, kind)
+    if lead is not None and kind == "pricier_first":
+        state.record_issued(key, 2, lead)
+    state.record_issued(key, 2, requirement)
+    return [requirement] if lead is None else [lead, requirement]
+
+
 def payment_required(
     state: SandboxState,
     faults: Faults,
@@ -173,6 +204,7 @@ def payment_required(
     if faults.hostile_terms == "v1":
         return _v1_response(state, key, amount, url, description, timeout)
     requirement = _requirement_v2(state, amount, timeout, faults.hostile_terms)
-    state.record_issued(key, 2, requirement)
-    terms = {"x402Version": 2, "resource": resource, "accepts": [requirement]}
+    accepts = _accepts(state, key, requirement, faults.hostile_terms)
+    terms = {"x402Version": 2, "resource": resource, "accepts": accepts}
+    # The body states the honest price, whatever option the header leads with.
     return _v2_response(encode_header(terms), _informational_body(state, requirement))

@@ -60,14 +60,24 @@ def _terms_from(data: Any, source: str) -> PaymentRequired:
         raise MalformedTerms(f"the {source} lists no payment options")
     if len(accepts) > MAX_ACCEPTS:
         raise MalformedTerms(f"the {source} lists {len(accepts)} payment options")
+    # Each option on its own: one unreadable option must not hide a later good one.
+    requirements: list[PaymentRequirement] = []
+    unreadable: list[str] = []
+    for index, item in enumerate(accepts):
+        try:
+            requirements.append(PaymentRequirement.from_wire(item, version=version))
+        except (ValidationError, ValueError) as exc:
+            unreadable.append(f"option {index + 1} is unreadable ({_first_error(exc)})")
+    if not requirements:
+        raise MalformedTerms(
+            f"the {source} has no readable payment option: {'; '.join(unreadable)}"
+        )
     try:
-        requirements = [PaymentRequirement.from_wire(item, version=version) for item in accepts]
         # Validated once: pydantic takes the model instances as they are (and keeps their raw).
         terms = PaymentRequired.model_validate({**data, "accepts": requirements})
-    except (ValidationError, ValueError) as exc:
-        first = exc.errors()[0] if isinstance(exc, ValidationError) else {"msg": str(exc)}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        raise MalformedTerms(f"the {source} is invalid ({where} {first['msg']})".strip()) from None
+    except ValidationError as exc:
+        raise MalformedTerms(f"the {source} is invalid ({_first_error(exc)})") from None
+    terms.unreadable = unreadable
     if isinstance(data.get("resource"), dict):
         terms.raw_resource = data["resource"]
     if version == 1 and not terms.resource.url:
@@ -75,6 +85,14 @@ def _terms_from(data: Any, source: str) -> PaymentRequired:
         if isinstance(resource, str):
             terms.resource.url = resource
     return terms
+
+
+def _first_error(exc: ValidationError | ValueError) -> str:
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return f"{where} {first['msg']}".strip()
 
 
 def _header(headers: Mapping[str, str], *names: str) -> str | None:

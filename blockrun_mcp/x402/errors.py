@@ -50,25 +50,39 @@ class PaymentRejected(PaymentError):
     code = "PAYMENT_REJECTED"
 
 
+# What a rejected signed payment means for the budget, said the same way everywhere.
+STILL_COUNTED = (
+    "The signed authorization stays counted as spent until it expires and the chain shows it "
+    "was never used; then it is released by itself."
+)
+
+
 class PaymentInvalid(PaymentRejected):
+    """The gateway says the signed payment is invalid. It holds the signature all the same."""
+
     code = "PAYMENT_INVALID"
+    charged = None
 
     def __init__(self, detail: str = "") -> None:
         super().__init__(
-            "The gateway rejected the payment as invalid (PAYMENT_INVALID); nothing was charged. "
-            "Check that BLOCKRUN_NETWORK matches the gateway (base for blockrun.ai, base-sepolia "
-            f"for testnet.blockrun.ai).{(' Gateway said: ' + detail) if detail else ''}"
+            "The gateway rejected the signed payment as invalid (PAYMENT_INVALID). "
+            f"{STILL_COUNTED} Check that BLOCKRUN_NETWORK matches the gateway (base for "
+            "blockrun.ai, base-sepolia for testnet.blockrun.ai)."
+            f"{(' Gateway said: ' + detail) if detail else ''}"
         )
 
 
 class PaymentUnfunded(PaymentRejected):
+    """The gateway says the wallet cannot cover the payment. It holds the signature all the same."""
+
     code = "PAYMENT_UNFUNDED"
+    charged = None
 
     def __init__(self, address: str, network: str) -> None:
         super().__init__(
-            f"The wallet {address} has too little USDC on {network} for this payment "
-            "(PAYMENT_UNFUNDED); nothing was charged. Send USDC on "
-            f"{network} to {address}, then try again."
+            f"The gateway says the wallet {address} has too little USDC on {network} for this "
+            f"payment (PAYMENT_UNFUNDED). {STILL_COUNTED} Send USDC on {network} to {address}, "
+            "then try again."
         )
         self.address = address
         self.network = network
@@ -85,6 +99,16 @@ class PaymentReplay(PaymentRejected):
             "The gateway says this payment was already used (PAYMENT_REPLAY): an earlier send "
             "of the same authorization may have been charged while its answer was lost. It is "
             "counted as spent; check the receipts before trying again."
+        )
+
+
+class TermsTimeout(PaymentError):
+    """The 402's terms did not arrive in time. Nothing was signed."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            f"The gateway did not finish sending its payment terms within {seconds:g} s, so "
+            "nothing was signed. Try again; if it repeats, the gateway is unwell."
         )
 
 

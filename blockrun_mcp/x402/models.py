@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from blockrun_mcp.x402.networks import parse_atomic
+
 
 class ResourceInfo(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -29,6 +31,11 @@ class PaymentRequirement(BaseModel):
     extra: dict[str, Any] | None = None
     raw: dict[str, Any] = Field(default_factory=dict, exclude=True, repr=False)
 
+    @property
+    def amount_atomic(self) -> int | None:
+        """The amount as an int, or None when it is not plain ASCII digits."""
+        return parse_atomic(self.amount)
+
     @classmethod
     def from_wire(cls, data: Any, *, version: int) -> PaymentRequirement:
         if not isinstance(data, dict):
@@ -49,6 +56,8 @@ class PaymentRequired(BaseModel):
     accepts: list[PaymentRequirement]
     extensions: dict[str, Any] | None = None
     error: str | None = None
+    # Why each unreadable entry of `accepts` was left out (the readable ones are in `accepts`).
+    unreadable: list[str] = Field(default_factory=list, exclude=True, repr=False)
     raw_resource: dict[str, Any] | None = Field(default=None, exclude=True, repr=False)
 
 

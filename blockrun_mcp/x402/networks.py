@@ -6,6 +6,7 @@ signature that looks valid and never settles, so anything else is refused before
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -72,3 +73,15 @@ def usd_to_atomic(usd: float) -> int:
 
 def atomic_to_usd(atomic: int) -> float:
     return atomic / ATOMIC_PER_USD
+
+
+# ASCII digits only: str.isdigit() and int() also take "٣", "３" and "²", which no gateway means
+# as an amount, and a uint256 has at most 78 decimal digits.
+_ATOMIC = re.compile(r"[0-9]{1,78}")
+
+
+def parse_atomic(text: object) -> int | None:
+    """A decimal string of atomic units as an int, or None unless it is plain ASCII digits."""
+    if not isinstance(text, str) or not _ATOMIC.fullmatch(text):
+        return None
+    return int(text)

@@ -1,9 +1,12 @@
 """The 402 dance: request, read the terms, ask the policy and the caller, sign once, resend.
 
 A signature is a payment, so after a paid request fails in transit the SAME header is resent;
-a new nonce would be a second charge. The caller's hold learns how each payment ended:
-settled (with its receipt), released (the gateway proved nothing was charged), or neither,
-which means unknown and must count as spent.
+a new nonce would be a second charge. A signed authorization is a bearer instrument: whoever
+holds it can submit it until its validBefore, so nothing the gateway *says* afterwards
+(PAYMENT_INVALID, PAYMENT_UNFUNDED, a receipt for less) makes it count for less. The caller's
+hold learns how each payment went: settled (the gateway answered a paid request with
+success), claimed (the gateway says it failed: recorded, still counted), or released, which
+happens here only for a payment that provably never left this process.
 
 Not an httpx2.Auth: httpx does not hand transport errors back to an auth flow, and resending the
 same header after a dropped connection is the point of this module.
@@ -11,6 +14,7 @@ same header after a dropped connection is the point of this module.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -26,19 +30,24 @@ from blockrun_mcp.x402.errors import (
     PaymentRefused,
     PaymentReplay,
     PaymentUnfunded,
+    TermsTimeout,
 )
-from blockrun_mcp.x402.models import PaymentRequirement, SettlementReceipt
-from blockrun_mcp.x402.networks import atomic_to_usd
+from blockrun_mcp.x402.models import PaymentRequired, PaymentRequirement, SettlementReceipt
+from blockrun_mcp.x402.networks import atomic_to_usd, parse_atomic
 from blockrun_mcp.x402.policy import SigningPolicy
 from blockrun_mcp.x402.signer import SignedPayment, sign_payment
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
 
+log = logging.getLogger("blockrun_mcp")
+
 # Statuses after which a paid request is resent with the same header (the nonce settles once).
 RETRYABLE_PAID_STATUSES = frozenset({502, 503})
 # A chat answer, image list or catalog is kilobytes: more than this from a gateway is hostile.
 MAX_BODY_BYTES = 8 * 1024 * 1024
+# A 402 is a few hundred bytes sent at once; reading its terms takes milliseconds.
+TERMS_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -64,8 +73,11 @@ class PaymentHold(Protocol):
     async def settle(self, receipt: SettlementReceipt | None) -> None:
         """The gateway answered a paid request with success; the receipt, if any, says how."""
 
+    async def record_claim(self, claim: str) -> None:
+        """The gateway says the signed payment failed. Record it; it still counts in full."""
+
     async def release(self, reason: str) -> None:
-        """The gateway proved nothing was charged (or the payment never left)."""
+        """The payment was never signed, or its signature never left this process."""
 
 
 ApproveHook = Callable[[Quote], Awaitable[PaymentHold]]
@@ -76,6 +88,9 @@ class _NoHold:
         return None
 
     async def settle(self, receipt: SettlementReceipt | None) -> None:
+        return None
+
+    async def record_claim(self, claim: str) -> None:
         return None
 
     async def release(self, reason: str) -> None:
@@ -112,12 +127,28 @@ class X402Payer:
         paid_attempts: int = 3,
         retry_delay_seconds: float = 0.5,
         max_body_bytes: int = MAX_BODY_BYTES,
+        terms_timeout_seconds: float = TERMS_TIMEOUT_SECONDS,
     ) -> None:
         self._account = account
         self.policy = policy
         self.paid_attempts = max(1, paid_attempts)
         self.retry_delay_seconds = retry_delay_seconds
         self.max_body_bytes = max_body_bytes
+        self.terms_timeout_seconds = terms_timeout_seconds
+        # Every payee this process was asked to pay, in the order first seen: a gateway's payTo
+        # does not change from one request to the next, so a second one is worth a warning.
+        self.payees: dict[str, int] = {}
+
+    def _watch_payee(self, pay_to: str) -> None:
+        payee = pay_to.lower()
+        if payee not in self.payees and self.payees:
+            log.warning(
+                "the gateway's payTo changed to %s (seen before: %s); set BLOCKRUN_PAY_TO to pin "
+                "the payee if this is unexpected",
+                pay_to,
+                ", ".join(self.payees),
+            )
+        self.payees[payee] = self.payees.get(payee, 0) + 1
 
     async def send(
         self,
@@ -137,10 +168,12 @@ class X402Payer:
             if not stream:
                 await read_body(response, self.max_body_bytes, charged=False)
             return PaidResponse(response)
-        body = await _read_capped(response)
-        terms = parse_payment_required(response.headers, body)
+        terms = await self._read_terms(response)
         requirement = self.policy.choose(terms)
-        quote = Quote(int(requirement.amount), requirement, request.method, str(request.url))
+        amount = requirement.amount_atomic
+        assert amount is not None  # the policy refuses anything else
+        self._watch_payee(requirement.payTo)
+        quote = Quote(amount, requirement, request.method, str(request.url))
         hold = await approve(quote)
         try:
             payment = sign_payment(self._account(), terms, requirement, self.policy.network)
@@ -150,6 +183,16 @@ class X402Payer:
             raise
         paid_request = with_payment(request, payment)
         return await self._send_paid(client, paid_request, payment, hold, stream=stream)
+
+    async def _read_terms(self, response: httpx2.Response) -> PaymentRequired:
+        """The 402's terms, read within `terms_timeout_seconds`: a body trickling a byte at a
+        time must not hold a call open before anything is even signed."""
+        with anyio.move_on_after(self.terms_timeout_seconds) as scope:
+            body = await _read_capped(response)
+        if scope.cancelled_caught:
+            await response.aclose()
+            raise TermsTimeout(self.terms_timeout_seconds)
+        return parse_payment_required(response.headers, body)
 
     async def resend(
         self,
@@ -226,11 +269,13 @@ class X402Payer:
         body = await _read_capped(response)
         await response.aclose()
         code = rejection_code(body)
+        # The gateway holds the signature whatever it says about it: its word is recorded, and
+        # the payment keeps counting until it expires unused on chain (see reconcile.py).
         if code == "PAYMENT_UNFUNDED":
-            await hold.release("PAYMENT_UNFUNDED")
+            await hold.record_claim("the gateway said PAYMENT_UNFUNDED")
             raise PaymentUnfunded(payment.authorization.from_, self.policy.network.name)
         if code == "PAYMENT_INVALID":
-            await hold.release("PAYMENT_INVALID")
+            await hold.record_claim("the gateway said PAYMENT_INVALID")
             raise PaymentInvalid(_message_of(body))
         if code == "PAYMENT_REPLAY":
             raise PaymentReplay()  # an earlier send of this header may have settled: keep it held
@@ -260,7 +305,8 @@ async def read_body(response: httpx2.Response, limit: int, *, charged: bool | No
     chunks: list[bytes] = []
     size = 0
     try:
-        if declared.isdigit() and int(declared) > limit:
+        length = parse_atomic(declared)
+        if length is not None and length > limit:
             raise AnswerTooLarge(limit, charged=charged)
         async for chunk in response.aiter_bytes():
             size += len(chunk)

@@ -13,11 +13,13 @@ MAX_TIMEOUT_SECONDS = 3600
 
 @dataclass(frozen=True)
 class SigningPolicy:
-    """Only "exact", only on `network`, only its pinned USDC and domain, only up to `max_atomic`."""
+    """Only "exact", only on `network`, only its pinned USDC and domain, only up to `max_atomic`,
+    and only to `pay_to` when one is pinned."""
 
     network: NetworkSpec
     max_atomic: int
     max_timeout_seconds: int = MAX_TIMEOUT_SECONDS
+    pay_to: str | None = None
 
     def problem_with(self, requirement: PaymentRequirement) -> str | None:
         """Why this requirement must not be signed, or None when it may be."""
@@ -42,9 +44,9 @@ class SigningPolicy:
                 f"EIP-712 domain version {extra.get('version')!r} is not "
                 f"{self.network.domain_version!r}"
             )
-        if not requirement.amount.isdigit():
-            return f"amount {requirement.amount!r} is not a whole number of atomic units"
-        amount = int(requirement.amount)
+        amount = requirement.amount_atomic
+        if amount is None:
+            return f"amount {requirement.amount[:40]!r} is not a whole number of atomic units"
         if amount <= 0:
             return "amount is zero"
         if amount > self.max_atomic:
@@ -58,17 +60,25 @@ class SigningPolicy:
                 f"{self.max_timeout_seconds}"
             )
         if not _is_address(requirement.payTo):
-            return f"payTo {requirement.payTo!r} is not an address"
+            return f"payTo {requirement.payTo[:60]!r} is not an address"
+        if self.pay_to is not None and requirement.payTo.lower() != self.pay_to.lower():
+            return f"payTo {requirement.payTo} is not the pinned payee {self.pay_to}"
         return None
 
     def choose(self, terms: PaymentRequired) -> PaymentRequirement:
-        """The first acceptable requirement; PaymentRefused naming every reason otherwise."""
-        problems: list[str] = []
+        """The cheapest acceptable requirement (the first of equals); PaymentRefused naming every
+        reason otherwise. Cheapest, not first: a gateway listing a dearer option first for the
+        same request must not be paid more than it also accepts."""
+        problems: list[str] = list(terms.unreadable)
+        acceptable: list[tuple[int, PaymentRequirement]] = []
         for requirement in terms.accepts:
             problem = self.problem_with(requirement)
             if problem is None:
-                return requirement
-            problems.append(problem)
+                acceptable.append((requirement.amount_atomic or 0, requirement))
+            else:
+                problems.append(problem)
+        if acceptable:
+            return min(acceptable, key=lambda pair: pair[0])[1]
         over_cap = all("per-call cap" in p for p in problems)
         raise PaymentRefused(
             "; ".join(dict.fromkeys(problems)), limit="per-call cap" if over_cap else None

@@ -57,10 +57,13 @@ def sign_payment(
 ) -> SignedPayment:
     """Sign `requirement` (already approved by the policy) for `account`."""
     issued_at = int(time.time()) if now is None else now
+    amount = requirement.amount_atomic
+    if amount is None:  # the policy refuses these; never sign what it did not approve
+        raise ValueError("the requirement's amount is not a whole number of atomic units")
     wire = {
         "from": account.address,
         "to": requirement.payTo,
-        "value": str(int(requirement.amount)),
+        "value": str(amount),
         "validAfter": str(issued_at - CLOCK_SKEW_SECONDS),
         "validBefore": str(issued_at + requirement.maxTimeoutSeconds),
         "nonce": "0x" + secrets.token_hex(32),

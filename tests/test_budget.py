@@ -1,0 +1,140 @@
+"""The budget layer on its own, over a real ledger file: each of its checks holds by itself.
+
+The signing policy also caps each payment, so a tool-level test cannot tell whether the budget
+layer checks too; these can. Money code is checked twice on purpose.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from blockrun_mcp.budget import Limits, SessionBudget
+from blockrun_mcp.ledger import Ledger
+from blockrun_mcp.x402.errors import PaymentRefused
+from blockrun_mcp.x402.models import Authorization, PaymentRequirement, SettlementReceipt
+from blockrun_mcp.x402.networks import BASE
+from blockrun_mcp.x402.payer import Quote
+from blockrun_mcp.x402.signer import SignedPayment
+
+pytestmark = pytest.mark.anyio
+
+PAYER = "0x" + "ab" * 20
+PAYEE = "0x" + "cd" * 20
+
+
+def _budget(tmp_path: Path, *, session: float = 1.0, per_call: float = 0.05) -> SessionBudget:
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    return SessionBudget(ledger, "s", Limits(session, per_call, None), "base")
+
+
+def _quote(amount_atomic: int) -> Quote:
+    requirement = PaymentRequirement(
+        scheme="exact",
+        network=BASE.caip2,
+        amount=str(amount_atomic),
+        asset=BASE.usdc,
+        payTo=PAYEE,
+        extra={"name": BASE.domain_name, "version": BASE.domain_version},
+    )
+    return Quote(amount_atomic, requirement, "POST", "https://gateway.example/api")
+
+
+def _signed(amount_atomic: int, nonce: str = "0x" + "11" * 32) -> SignedPayment:
+    authorization = Authorization.model_validate(
+        {
+            "from": PAYER,
+            "to": PAYEE,
+            "value": str(amount_atomic),
+            "validAfter": "0",
+            "validBefore": "4102444800",
+            "nonce": nonce,
+        }
+    )
+    return SignedPayment(
+        "PAYMENT-SIGNATURE", "x", authorization, _quote(amount_atomic).requirement, 2
+    )
+
+
+async def test_the_budget_layer_refuses_a_quote_over_the_per_call_cap_by_itself(tmp_path):
+    budget = _budget(tmp_path, per_call=0.05)
+    approve = budget.approver(tool="ask_model", model="m", estimate_usd=None)
+    with pytest.raises(PaymentRefused) as refused:
+        await approve(_quote(50_001))
+    assert refused.value.limit == "per-call cap" and "BLOCKRUN_MAX_PER_CALL_USD" in str(
+        refused.value
+    )
+    assert budget.ledger.payments() == [] and approve.holds == []
+    hold = await approve(_quote(50_000))  # exactly the cap is allowed
+    assert hold is approve.holds[0]
+    assert [row.amount_atomic for row in budget.ledger.payments()] == [50_000]
+
+
+async def test_the_budget_layer_refuses_a_quote_past_the_session_budget(tmp_path):
+    budget = _budget(tmp_path, session=0.10, per_call=0.10)
+    approve = budget.approver(tool="ask_model", model="m", estimate_usd=None)
+    await approve(_quote(60_000))
+    with pytest.raises(PaymentRefused) as refused:
+        await approve(_quote(40_001))
+    assert refused.value.limit == "budget" and "$0.040000 is left" in str(refused.value)
+    await approve(_quote(40_000))
+    assert budget.status().budget_remaining_usd == 0
+
+
+async def test_a_suspicious_quote_is_refused_by_the_budget_layer(tmp_path):
+    budget = _budget(tmp_path, per_call=0.5)
+    approve = budget.approver(tool="ask_model", model="m", estimate_usd=0.01)
+    with pytest.raises(PaymentRefused) as refused:
+        await approve(_quote(31_000))  # > 1.5x and > $0.02 above the estimate
+    assert refused.value.limit == "suspicious quote"
+    await approve(_quote(30_000))  # $0.02 above: allowed
+    assert len(budget.ledger.payments()) == 1
+
+
+@pytest.mark.parametrize("claimed", ["0", "1", "49999", "50001", "٣", "", "lots"])
+async def test_settling_books_the_signed_amount_whatever_the_receipt_claims(tmp_path, claimed):
+    budget = _budget(tmp_path)
+    approve = budget.approver(tool="ask_model", model="m", estimate_usd=None)
+    hold = await approve(_quote(50_000))
+    await hold.signed(_signed(50_000))
+    await hold.settle(SettlementReceipt(transaction="0xfeed", amount=claimed))
+    (row,) = budget.ledger.payments()
+    assert row.status == "settled" and row.settled_atomic == row.amount_atomic == 50_000
+    assert row.counted_atomic == 50_000 and budget.status().session_spent_usd == 0.05
+    assert f"receipt claimed {claimed!r}" in row.note
+    assert row.payer == PAYER and row.pay_to == PAYEE and row.valid_before == 4102444800
+
+
+async def test_an_honest_receipt_leaves_no_note(tmp_path):
+    budget = _budget(tmp_path)
+    hold = await budget.approver(tool="t", model="m", estimate_usd=None)(_quote(50_000))
+    await hold.signed(_signed(50_000))
+    await hold.settle(SettlementReceipt(transaction="0xfeed", amount="50000"))
+    await hold.settle(None)  # a second settle changes nothing
+    (row,) = budget.ledger.payments()
+    assert row.note == "" and row.tx_hash == "0xfeed" and hold.cost_usd == 0.05
+
+
+async def test_a_claim_after_signing_is_recorded_and_keeps_counting(tmp_path):
+    budget = _budget(tmp_path)
+    hold = await budget.approver(tool="t", model="m", estimate_usd=None)(_quote(50_000))
+    await hold.signed(_signed(50_000))
+    await hold.record_claim("the gateway said PAYMENT_INVALID")
+    await hold.record_claim("the gateway said it again")
+    (row,) = budget.ledger.payments()
+    assert row.status == "signed" and row.counted_atomic == 50_000
+    assert row.note == "the gateway said PAYMENT_INVALID; the gateway said it again"
+    assert budget.status().session_spent_usd == 0.05 and hold.cost_usd == 0.05
+
+
+async def test_the_session_limit_only_goes_down(tmp_path):
+    budget = _budget(tmp_path, session=1.0)
+    assert budget.lower_session_limit(0.5) == 0.5
+    for higher in (0.6, 0.500001, 1.0):
+        with pytest.raises(ValueError, match="only be lowered"):
+            budget.lower_session_limit(higher)
+    assert budget.session_limit_usd == 0.5
+    assert budget.lower_session_limit(0.5) == 0.5  # the same value is not a raise
+    with pytest.raises(ValueError, match="negative"):
+        budget.lower_session_limit(-0.01)
