@@ -1,6 +1,6 @@
 """blockrun-mcp benchmark: every figure is a ratio against a baseline measured in the same run.
 
-    .venv/bin/python bench/run.py                 # full run, writes BENCHMARKS.md (a few minutes)
+    .venv/bin/python bench/run.py                 # full run, writes BENCHMARKS.md (about 30 s)
     .venv/bin/python bench/run.py --latency-ms 200
     .venv/bin/python bench/run.py --smoke         # tiny counts, checks it works, writes nothing
 
@@ -36,7 +36,7 @@ from blockrun_mcp.doctor import initialize_request
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
-MODEL = "openai/gpt-5-nano"
+MODEL = "openai/gpt-5.4-nano"  # the sandbox serves BlockRun's published catalog
 PROMPT = "Reply with one short sentence about benchmarks."
 MAX_TOKENS = 64
 
@@ -50,6 +50,7 @@ class Settings:
     concurrent: int
     soak_calls: int
     bursts: int
+    singles: int
 
 
 @dataclass
@@ -333,30 +334,40 @@ async def bench_paid(settings: Settings, sandbox: Sandbox, env: dict[str, str]) 
         )
 
         sandbox.faults(model_latency_seconds=settings.latency_ms / 1000)
-        one, walls = await burst_timings(server.ask, settings, sandbox)
-        cold, wall = walls[0], statistics.median(walls[1:])
-        ratio = wall / one
-        # For scale: the bare script's own figure, what the machine allows the stack itself.
-        bare_one, bare_walls = await burst_timings(
-            lambda: bare_paid_call(http, sandbox.base_url, account), settings, sandbox
+        # The target is relative: on 2 cores the sandbox shares the CPU with both clients, so our
+        # burst ratio is judged against the bare script's own burst ratio, measured interleaved.
+        (one, walls), (bare_one, bare_walls) = await burst_timings(
+            [server.ask, lambda: bare_paid_call(http, sandbox.base_url, account)],
+            settings,
+            sandbox,
         )
-        bare_ratio = statistics.median(bare_walls[1:]) / bare_one
+        sandbox.faults(model_latency_seconds=0)
+        cold, wall = walls[0], statistics.median(walls[1:])
+        bare_cold, bare_wall = bare_walls[0], statistics.median(bare_walls[1:])
+        burst, bare_burst = wall / one, bare_wall / bare_one
+        relative = burst / bare_burst
         figures.append(
             Figure(
-                f"{settings.concurrent} concurrent paid ask_model, {settings.latency_ms} ms model latency",
-                f"{wall * 1000:.0f} ms wall (median of {settings.bursts} warm bursts)",
-                f"{one * 1000:.0f} ms (one such call)",
-                ratio,
-                "<= 1.3x",
-                ratio <= 1.3,
+                f"{settings.concurrent} concurrent paid ask_model, {settings.latency_ms} ms model "
+                "latency: burst ratio / bare burst ratio",
+                f"{wall * 1000:.0f} ms wall / {one * 1000:.0f} ms one call = {burst:.2f}x",
+                f"{bare_wall * 1000:.0f} ms / {bare_one * 1000:.0f} ms = {bare_burst:.2f}x "
+                f"(httpx + eth-account, the same {settings.concurrent} calls at once)",
+                relative,
+                "<= 1.0",
+                relative <= 1.0,
                 [
-                    f"first (cold-pool) burst {cold * 1000:.0f} ms = {cold / one:.2f}x",
-                    f"for scale, the bare httpx + eth-account script doing the same "
-                    f"{settings.concurrent} calls at once in this run: {bare_ratio:.2f}x its one call",
+                    f"raw burst ratios: ours {burst:.2f}x, the bare script's {bare_burst:.2f}x "
+                    f"(each the median of {settings.bursts} warm bursts over the median of "
+                    f"{settings.singles} single calls, both sides interleaved)",
+                    f"first (cold-pool) burst: ours {cold * 1000:.0f} ms = {cold / one:.2f}x, "
+                    f"the bare script's {bare_cold * 1000:.0f} ms = {bare_cold / bare_one:.2f}x",
+                    "the bare script runs on httpx 0.28 (as the issue names it), whose pool "
+                    "rescans every pooled connection on each request and response; what the same "
+                    "script does on httpx2: bench/README.md",
                 ],
             )
         )
-        sandbox.faults(model_latency_seconds=0)
 
         size = len(tools_json.encode())
         figures.append(
@@ -400,18 +411,24 @@ async def timed(call: Awaitable[Any]) -> float:
 
 
 async def burst_timings(
-    call: Callable[[], Awaitable[Any]], settings: Settings, sandbox: Sandbox
-) -> tuple[float, list[float]]:
-    """One call's median wall time (of 3), and the wall times of 1 + `bursts` bursts of
-    `concurrent` calls at once; the first burst also opens the pooled connections. Every burst
-    must settle exactly one payment per call."""
-    one = statistics.median([await timed(call()) for _ in range(3)])
-    walls = []
+    calls: list[Callable[[], Awaitable[Any]]], settings: Settings, sandbox: Sandbox
+) -> list[tuple[float, list[float]]]:
+    """For each of `calls`: one call's median wall time (of `singles`), and the wall times of
+    1 + `bursts` bursts of `concurrent` calls at once; the first burst also opens the pooled
+    connections. The sides take turns at every step, so machine noise moves them alike. Every
+    burst must settle exactly one payment per call."""
+    singles: list[list[float]] = [[] for _ in calls]
+    for _ in range(settings.singles):
+        for index, call in enumerate(calls):
+            singles[index].append(await timed(call()))
+    walls: list[list[float]] = [[] for _ in calls]
     for _ in range(1 + settings.bursts):
-        before = sandbox.settled()
-        walls.append(await timed(asyncio.gather(*(call() for _ in range(settings.concurrent)))))
-        assert sandbox.settled() - before == settings.concurrent
-    return one, walls
+        for index, call in enumerate(calls):
+            before = sandbox.settled()
+            gathered = asyncio.gather(*(call() for _ in range(settings.concurrent)))
+            walls[index].append(await timed(gathered))
+            assert sandbox.settled() - before == settings.concurrent
+    return [(statistics.median(one), wall) for one, wall in zip(singles, walls, strict=True)]
 
 
 def server_env(sandbox: Sandbox, home: Path) -> dict[str, str]:
@@ -490,11 +507,25 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         settings = Settings(
-            True, args.latency_ms, spawns=1, calls=2, concurrent=4, soak_calls=5, bursts=1
+            True,
+            args.latency_ms,
+            spawns=1,
+            calls=2,
+            concurrent=4,
+            soak_calls=5,
+            bursts=1,
+            singles=1,
         )
     else:
         settings = Settings(
-            False, args.latency_ms, spawns=9, calls=150, concurrent=32, soak_calls=1000, bursts=5
+            False,
+            args.latency_ms,
+            spawns=9,
+            calls=150,
+            concurrent=32,
+            soak_calls=1000,
+            bursts=5,
+            singles=5,
         )
     started = time.monotonic()
     figures = asyncio.run(main_async(settings))

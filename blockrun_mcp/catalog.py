@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from blockrun_mcp.errors import BlockrunError
 from blockrun_mcp.gateway_models import CatalogEntry
 
 CACHE_SECONDS = 300
@@ -20,11 +21,12 @@ DEFAULT_IMAGE_MODELS = ("openai/gpt-image-1", "google/nano-banana")
 DEFAULT_VIDEO_MODELS = ("xai/grok-imagine-video",)
 
 
-class UnknownModel(ValueError):
+class UnknownModel(BlockrunError):
     def __init__(self, model: str, suggestions: list[str], kind: str) -> None:
         hint = f" Closest: {', '.join(suggestions)}." if suggestions else ""
         super().__init__(
-            f"Unknown {kind} model {model!r}.{hint} Call list_models to see every model and price."
+            f"Unknown {kind} model {model[:200]!r}.{hint} Call list_models to see every model "
+            "and price."
         )
         self.suggestions = suggestions
 
@@ -48,6 +50,53 @@ def kind_of(entry: CatalogEntry) -> str:
     return "chat"
 
 
+@dataclass(frozen=True)
+class ModelView:
+    """A catalog entry as the tools and the CLI show it: one projection for both."""
+
+    id: str
+    name: str
+    provider: str
+    kind: str
+    input_price: float  # USD per million tokens, before the platform fee
+    output_price: float
+    image_price: float | None  # USD per image at the default size
+    price_per_second: float | None  # USD per second of video
+    context_window: int | None
+    max_output: int | None
+    categories: list[str]
+    available: bool
+
+    @property
+    def headline_price(self) -> float | None:
+        """The price a user compares on: per 1M output tokens, per image or per video second."""
+        if self.kind == "image":
+            return self.image_price
+        if self.kind == "video":
+            return self.price_per_second
+        return self.output_price
+
+
+def model_view(entry: CatalogEntry) -> ModelView:
+    from blockrun_mcp import pricing
+
+    kind = kind_of(entry)
+    return ModelView(
+        id=entry.id,
+        name=entry.name,
+        provider=entry.provider,
+        kind=kind,
+        input_price=entry.input_price,
+        output_price=entry.output_price,
+        image_price=pricing.image_price_usd(entry, None) if kind == "image" else None,
+        price_per_second=pricing.video_price_per_second(entry) if kind == "video" else None,
+        context_window=entry.context_window,
+        max_output=entry.max_output,
+        categories=list(entry.categories),
+        available=entry.available,
+    )
+
+
 class Catalog:
     def __init__(self, fetch: Callable[[], Awaitable[list[CatalogEntry]]]) -> None:
         self._fetch = fetch
@@ -61,11 +110,11 @@ class Catalog:
             return cached
         try:
             entries = await self._fetch()
-        except Exception as exc:  # any failure: fall back to what we had
+        except BlockrunError as exc:  # the gateway failed: fall back to what we had
             if cached is None:
                 raise
             age = int(now - cached.fetched_at)
-            detail = getattr(exc, "message", None) or type(exc).__name__
+            detail = exc.message
             self._snapshot = CatalogSnapshot(
                 cached.entries,
                 cached.fetched_at,

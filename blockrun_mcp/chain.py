@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 import anyio
 import httpx2
 
+from blockrun_mcp.errors import BlockrunError
+
 BALANCE_OF = "0x70a08231"  # keccak("balanceOf(address)")[:4]
 AUTHORIZATION_STATE = "0xe94a0102"  # keccak("authorizationState(address,bytes32)")[:4]
 TIMEOUT_SECONDS = 4.0
@@ -37,7 +39,7 @@ _WORD = re.compile(r"0x[0-9a-fA-F]{64}")
 _QUANTITY = re.compile(r"0x[0-9a-fA-F]{1,64}")
 
 
-class ChainUnavailable(Exception):
+class ChainUnavailable(BlockrunError):
     """The RPC node could not be reached or gave an unusable answer."""
 
 

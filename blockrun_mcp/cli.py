@@ -272,6 +272,7 @@ def _wallet(action: str, show_private_key: bool) -> None:
 
 def _print_wallet(config: Config, wallet: Wallet, created: bool) -> None:
     from blockrun_mcp.chain import BalanceUnavailable, usdc_balance_atomic
+    from blockrun_mcp.money import funding_hint, usdc_balance_text
     from blockrun_mcp.x402.networks import network_by_name
 
     network = network_by_name(config.network)
@@ -280,21 +281,14 @@ def _print_wallet(config: Config, wallet: Wallet, created: bool) -> None:
     else:
         try:
             atomic = usdc_balance_atomic(config.rpc_url, network.usdc, wallet.address)
-            balance = f"{atomic / 1_000_000:,.6f}".rstrip("0").rstrip(".") + " USDC"
+            balance = usdc_balance_text(atomic)
         except BalanceUnavailable:
             balance = "unknown (network unreachable)"
-    if network.name == "base":
-        fund = (
-            f"send USDC on Base to {wallet.address} from an exchange or wallet that withdraws "
-            "to Base (no ETH needed: payments are gasless signatures)"
-        )
-    else:
-        fund = f"get test USDC for {wallet.address} at https://faucet.circle.com (Base Sepolia)"
     print(f"address: {wallet.address}")
     print(f"network: {network.name} ({network.caip2})")
     print(f"key:     {wallet.source}")
     print(f"balance: {balance}")
-    print(f"fund it: {fund}")
+    print(f"fund it: {funding_hint(network, wallet.address)}")
 
 
 def _is_terminal(stream: TextIO | None) -> bool:
@@ -347,7 +341,8 @@ def _models(args: argparse.Namespace) -> None:
     import anyio
     import httpx2
 
-    from blockrun_mcp.gateway import GatewayClient, GatewayError
+    from blockrun_mcp.errors import BlockrunError
+    from blockrun_mcp.gateway import GatewayClient
     from blockrun_mcp.reports import filter_models, models_json, models_text
 
     async def fetch(api_url: str) -> list:
@@ -369,7 +364,7 @@ def _models(args: argparse.Namespace) -> None:
             api_url = _config().api_url
             entries = anyio.run(fetch, api_url)
             source = api_url
-    except GatewayError as exc:
+    except BlockrunError as exc:
         _fail(f"{exc.message} (`blockrun-mcp models --sandbox` works offline)", code=1)
     entries = filter_models(
         entries, category=args.category, provider=args.provider, max_price=args.max_price
@@ -386,7 +381,7 @@ def _spend(args: argparse.Namespace) -> None:
 
     from blockrun_mcp.reports import (
         ledger_path,
-        read_payments,
+        read_ledger,
         since_day,
         spend_csv,
         spend_summary,
@@ -399,13 +394,13 @@ def _spend(args: argparse.Namespace) -> None:
     if args.reconcile:
         _reconcile(config, path, sandbox=args.sandbox, quiet=args.json or args.csv)
     try:
-        payments = read_payments(path, since)
+        payments, running_jobs = read_ledger(path, since)
     except sqlite3.Error as exc:
         _fail(f"the ledger {path} cannot be read ({exc}); `blockrun-mcp doctor` says more", 1)
     if args.csv:
         sys.stdout.write(spend_csv(payments))
         return
-    summary = spend_summary(payments, path, since)
+    summary = spend_summary(payments, path, since, running_jobs)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -420,7 +415,8 @@ def _reconcile(config: Config, path: Path, *, sandbox: bool, quiet: bool) -> Non
 
     from blockrun_mcp.chain import ChainReader
     from blockrun_mcp.ledger import Ledger
-    from blockrun_mcp.reconcile import reconcile
+    from blockrun_mcp.money import usd_text
+    from blockrun_mcp.payments import reconcile
     from blockrun_mcp.x402.networks import network_by_name
 
     if sandbox:
@@ -450,7 +446,7 @@ def _reconcile(config: Config, path: Path, *, sandbox: bool, quiet: bool) -> Non
     print(found.summary(), file=out)
     for outcome in found.outcomes:
         print(
-            f"  payment {outcome.payment_id} (${outcome.amount_atomic / 1e6:.6f}): "
+            f"  payment {outcome.payment_id} ({usd_text(outcome.amount_atomic)}): "
             f"{outcome.result}: {outcome.reason}",
             file=out,
         )

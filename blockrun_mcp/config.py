@@ -9,6 +9,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from blockrun_mcp.errors import BlockrunError
+
 DEFAULT_API_URL = "https://blockrun.ai/api"
 NETWORK_NAMES = ("base", "base-sepolia")
 # Public JSON-RPC endpoints, used only to show the wallet's USDC balance.
@@ -35,7 +37,7 @@ MAX_CALL_TIMEOUT_S = 24 * 3600.0
 HEX_DIGITS = "0123456789abcdefABCDEF"
 
 
-class ConfigError(ValueError):
+class ConfigError(BlockrunError, ValueError):
     """A setting is unusable; the message names the variable and the fix."""
 
 

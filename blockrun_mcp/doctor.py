@@ -170,6 +170,7 @@ def _gateway(config: Config, checks: list[Check]) -> None:
     import anyio
     import httpx2
 
+    from blockrun_mcp.errors import BlockrunError
     from blockrun_mcp.gateway import GatewayClient, GatewayError, GatewayUnreachable
 
     async def fetch() -> int:
@@ -197,9 +198,10 @@ def _gateway(config: Config, checks: list[Check]) -> None:
             )
         )
         return
-    except GatewayError as exc:
+    except BlockrunError as exc:
         hint = "BLOCKRUN_API_URL must be the gateway's base URL, ending in /api"
-        if exc.status == 404 and not config.api_url.endswith("/api"):
+        status = exc.status if isinstance(exc, GatewayError) else None
+        if status == 404 and not config.api_url.endswith("/api"):
             hint = f"add /api: BLOCKRUN_API_URL={config.api_url}/api"
         checks.append(
             Check("gateway", FAIL, f"{url} is not a BlockRun model catalog: {exc.message}", hint)
@@ -211,6 +213,7 @@ def _gateway(config: Config, checks: list[Check]) -> None:
 
 def _balance(config: Config, wallet: Wallet, checks: list[Check]) -> None:
     from blockrun_mcp.chain import BalanceUnavailable, usdc_balance_atomic
+    from blockrun_mcp.money import funding_hint, usdc_balance_text
     from blockrun_mcp.x402.networks import network_by_name
 
     spec = network_by_name(config.network)
@@ -226,19 +229,17 @@ def _balance(config: Config, wallet: Wallet, checks: list[Check]) -> None:
             )
         )
         return
-    usd = atomic / 1_000_000
     if atomic == 0:
         checks.append(
             Check(
                 "balance",
                 WARN,
                 f"0 USDC on {spec.name}: every paid call will fail with 'insufficient funds'",
-                f"send USDC on {spec.name} to {wallet.address} (no ETH needed); free models "
-                "work meanwhile",
+                f"{funding_hint(spec, wallet.address)} Free models work meanwhile.",
             )
         )
         return
-    checks.append(Check("balance", OK, f"{usd:,.6f} USDC on {spec.name}".rstrip("0")))
+    checks.append(Check("balance", OK, f"{usdc_balance_text(atomic)} on {spec.name}"))
 
 
 def _budgets(config: Config, checks: list[Check]) -> None:
@@ -349,6 +350,7 @@ def _ledger(path: Path, config: Config, checks: list[Check]) -> None:
 
     mode = stat.S_IMODE(path.stat().st_mode)
     try:
+        from blockrun_mcp.money import usd_text
         from blockrun_mcp.reports import read_payments
 
         payments = read_payments(path)
@@ -374,9 +376,9 @@ def _ledger(path: Path, config: Config, checks: list[Check]) -> None:
     pending = [row for row in payments if row.status == "signed"]
     detail = f"{path} holds {count} payment(s)"
     if pending:
-        amount = sum(row.amount_atomic for row in pending) / 1e6
+        amount = usd_text(sum(row.amount_atomic for row in pending))
         detail += (
-            f"; {len(pending)} signed with the outcome unknown (${amount:.6f}, counted as spent "
+            f"; {len(pending)} signed with the outcome unknown ({amount}, counted as spent "
             "until settled or expired unused: `blockrun-mcp spend` says why each is pending)"
         )
     checks.append(Check("ledger", OK, detail))

@@ -1,11 +1,14 @@
 """The BlockRun gateway over one pooled httpx2 client: typed calls for each endpoint.
 
-Payment is the payer's job; this module only shapes requests and reads answers. It knows
-nothing of budgets or MCP: callers pass an `approve` hook that the payer consults.
+It knows nothing of money: requests go through the x402 payer, which pays with the approval
+hook this client is bound to (`paid_by`), and the answers come back as typed data. Whether a
+failure cost anything is the caller's to say (payments.py); errors here say what the gateway
+did.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -17,25 +20,20 @@ from urllib.parse import urljoin, urlparse
 import anyio
 import httpx2
 
+from blockrun_mcp.errors import BlockrunError
 from blockrun_mcp.gateway_models import (
     CatalogEntry,
     ChatAnswer,
     ChatRequest,
+    ImageAnswer,
     ImageData,
     ImageRequest,
     Usage,
     VideoRequest,
     VideoStatus,
 )
-from blockrun_mcp.x402.errors import STILL_COUNTED, PaidRequestFailed, PaymentError
-from blockrun_mcp.x402.payer import (
-    MAX_BODY_BYTES,
-    ApproveHook,
-    PaidResponse,
-    X402Payer,
-    approve_everything,
-    read_body,
-)
+from blockrun_mcp.x402.errors import PaidRequestFailed, PaymentError
+from blockrun_mcp.x402.payer import MAX_BODY_BYTES, Approve, PaidResponse, X402Payer, read_body
 from blockrun_mcp.x402.signer import SignedPayment
 
 if TYPE_CHECKING:
@@ -58,14 +56,12 @@ MAX_POLL_FAILURES = 5  # consecutive failed polls before a job is reported as un
 POLL_TIMEOUT_SECONDS = 60.0
 
 
-class GatewayError(Exception):
-    """The gateway answered with an error. `charged` says whether a payment may have settled."""
+class GatewayError(BlockrunError):
+    """The gateway answered with an error, or an answer that cannot be used."""
 
-    def __init__(self, message: str, *, status: int | None = None, charged: bool | None = False):
+    def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
-        self.message = message
         self.status = status
-        self.charged = charged
 
 
 class GatewayUnreachable(GatewayError):
@@ -98,17 +94,28 @@ def _proxied() -> bool:
 
 @dataclass
 class VideoJob:
-    """A submitted video job and the payment that every poll must carry."""
+    """A submitted job (video, or an image answered with 202) and the payment header that every
+    poll must carry."""
 
     id: str
     poll_url: str
     payment: SignedPayment
-    paid: PaidResponse
 
     @property
     def poll_deadline(self) -> float:
         """Unix time after which polling is pointless (the authorization has expired)."""
         return self.payment.valid_before - AUTHORIZATION_MARGIN_SECONDS
+
+
+class _Clients:
+    """The pooled HTTP clients, shared by a GatewayClient and every copy bound to a payment."""
+
+    def __init__(
+        self, http: httpx2.AsyncClient | None, media_http: httpx2.AsyncClient | None
+    ) -> None:
+        self.http = http
+        self.media_http = media_http
+        self.endpoints: dict[str, httpx2.URL] = {}
 
 
 class GatewayClient:
@@ -121,29 +128,34 @@ class GatewayClient:
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.payer = payer
-        self._http = http
-        self._media_http = media_http
-        self._endpoints: dict[str, httpx2.URL] = {}
+        self._clients = _Clients(http, media_http)
+        self._approve: Approve | None = None  # None: the payer's own hook decides
+
+    def paid_by(self, approve: Approve) -> GatewayClient:
+        """This client, with every payment it makes approved (and recorded) by `approve`."""
+        bound = copy.copy(self)
+        bound._approve = approve
+        return bound
 
     @property
     def http(self) -> httpx2.AsyncClient:
-        """The pooled client, made on first use: building its TLS context costs ~30 ms, which
-        start-up (the host waiting for `initialize`) should not pay."""
-        if self._http is None:
-            self._http = new_http_client()
-        return self._http
+        """The pooled client, made on first use: building its TLS context takes long enough
+        (bench/README.md) that start-up, the host waiting for `initialize`, should not pay it."""
+        if self._clients.http is None:
+            self._clients.http = new_http_client()
+        return self._clients.http
 
     @property
     def media_http(self) -> httpx2.AsyncClient:
         """The client for media downloads, which keeps no connection open. A connection pinned
         to an address was verified for one TLS name, and a pool keys connections by address:
         kept, it could serve another name (or a bare-address URL) without that name's check."""
-        if self._media_http is None:
-            self._media_http = new_http_client(keepalive=False)
-        return self._media_http
+        if self._clients.media_http is None:
+            self._clients.media_http = new_http_client(keepalive=False)
+        return self._clients.media_http
 
     async def aclose(self) -> None:
-        for client in (self._http, self._media_http):
+        for client in (self._clients.http, self._clients.media_http):
             if client is not None:
                 await client.aclose()
 
@@ -151,10 +163,10 @@ class GatewayClient:
         return f"{self.api_url}{path}"
 
     def endpoint(self, path: str) -> httpx2.URL:
-        """A fixed endpoint's URL, parsed once: httpx parses a str URL on every request (~20 us)."""
-        url = self._endpoints.get(path)
+        """A fixed endpoint's URL, parsed once: httpx parses a str URL on every request."""
+        url = self._clients.endpoints.get(path)
         if url is None:
-            url = self._endpoints[path] = httpx2.URL(self.url(path))
+            url = self._clients.endpoints[path] = httpx2.URL(self.url(path))
         return url
 
     # --- catalog -----------------------------------------------------------------------
@@ -181,70 +193,48 @@ class GatewayClient:
     # --- chat --------------------------------------------------------------------------
 
     async def chat(
-        self,
-        request: ChatRequest,
-        *,
-        approve: ApproveHook = approve_everything,
-        stream: bool = True,
+        self, request: ChatRequest, *, stream: bool = True
     ) -> tuple[ChatAnswer, PaidResponse]:
         """Ask a model. Streamed by default, so a proxy timeout cannot lose a paid answer."""
         http_request = self.http.build_request(
             "POST", self.endpoint("/v1/chat/completions"), json=request.wire(stream=stream)
         )
-        paid = await self._paid(http_request, approve, stream=stream)
+        paid = await self._paid(http_request, stream=stream)
         response = paid.response
-        charged = None if paid.payment else False
         try:
-            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+            streamed = response.headers.get("content-type", "").startswith("text/event-stream")
+            if not streamed:
                 try:
-                    await read_body(response, MAX_ANSWER_BYTES, charged=charged)
+                    await read_body(response, MAX_ANSWER_BYTES)
                 except httpx2.TransportError as exc:
                     raise GatewayError(
-                        f"The connection dropped while the answer was arriving ({type(exc).__name__})"
-                        + (
-                            "; the gateway had accepted the payment, so it is counted as spent."
-                            if paid.payment
-                            else "; nothing was paid. Try again."
-                        ),
-                        charged=charged,
+                        "The connection dropped while the answer was arriving "
+                        f"({type(exc).__name__})."
                     ) from None
-            self._raise_for_status(response, paid)
-            if response.headers.get("content-type", "").startswith("text/event-stream"):
-                answer = await assemble_stream(response, request.model, paid)
+            self._raise_for_status(response)
+            if streamed:
+                answer = await assemble_stream(response, request.model)
             else:
-                answer = chat_answer_from(
-                    self._json(response, "the chat answer", paid), request.model
-                )
+                answer = chat_answer_from(self._json(response, "the chat answer"), request.model)
         finally:
             await response.aclose()
         return answer, paid
 
     # --- images ------------------------------------------------------------------------
 
-    async def generate_images(
-        self, request: ImageRequest, *, approve: ApproveHook = approve_everything
-    ) -> tuple[list[ImageData], PaidResponse]:
+    async def generate_images(self, request: ImageRequest) -> ImageAnswer:
+        """Images, or the job to poll for them when the gateway answers 202."""
         http_request = self.http.build_request(
             "POST", self.endpoint("/v1/images/generations"), json=request.wire()
         )
-        paid = await self._paid(http_request, approve)
-        self._raise_for_status(paid.response, paid)
-        data = self._json(paid.response, "the image answer", paid)
+        paid = await self._paid(http_request)
+        self._raise_for_status(paid.response)
+        data = self._json(paid.response, "the image answer")
         if paid.response.status_code == 202 and isinstance(data, dict) and paid.payment:
-            job = self._video_job(data, paid)
-            status = await self.wait_for_job(job, deadline=job.poll_deadline)
-            if status.status != "completed":
-                raise GatewayError(
-                    f"The image job {job.id} ended as {status.status}: {status.error or 'no reason'}. "
-                    f"{STILL_COUNTED}",
-                    charged=None,
-                )
-            return [ImageData(url=u) for u in status.urls[: request.n]], paid
+            return ImageAnswer(images=[], paid=paid, job=self._job(data, paid))
         items = data.get("data") if isinstance(data, dict) else None
         if not isinstance(items, list):
-            raise GatewayError(
-                "The image answer has no `data` list.", charged=paid.payment is not None
-            )
+            raise GatewayError("The image answer has no `data` list.")
         # Only as many as were asked for: every URL would be a download and a file, and a
         # hostile answer listing a hundred must not make one call write a hundred files.
         images = [
@@ -253,72 +243,62 @@ class GatewayClient:
             if isinstance(i, dict) and isinstance(i.get("url"), str)
         ][: request.n]
         if not images:
-            raise GatewayError(
-                "The image answer contained no images.", charged=paid.payment is not None
-            )
-        return images, paid
+            raise GatewayError("The image answer contained no images.")
+        return ImageAnswer(images=images, paid=paid)
 
     # --- video -------------------------------------------------------------------------
 
-    async def submit_video(
-        self, request: VideoRequest, *, approve: ApproveHook = approve_everything
-    ) -> VideoJob:
+    async def submit_video(self, request: VideoRequest) -> VideoJob:
         http_request = self.http.build_request(
             "POST", self.endpoint("/v1/videos/generations"), json=request.wire()
         )
-        paid = await self._paid(http_request, approve)
-        self._raise_for_status(paid.response, paid)
-        data = self._json(paid.response, "the video job", paid)
+        paid = await self._paid(http_request)
+        self._raise_for_status(paid.response)
+        data = self._json(paid.response, "the video job")
         if paid.payment is None:
             raise GatewayError(
                 "The gateway accepted a video job without payment; refusing to poll it."
             )
         if not isinstance(data, dict):
-            raise GatewayError("The video answer is not a JSON object.", charged=None)
-        return self._video_job(data, paid)
+            raise GatewayError("The video answer is not a JSON object.")
+        return self._job(data, paid)
 
-    def _video_job(self, data: dict[str, Any], paid: PaidResponse) -> VideoJob:
-        job_id, poll_url = data.get("id"), data.get("poll_url")
+    def _job(self, data: dict[str, Any], paid: PaidResponse) -> VideoJob:
+        job_id = data.get("id")
         if not isinstance(job_id, str) or not job_id:
-            raise GatewayError("The gateway's job answer has no id.", charged=None)
-        if not isinstance(poll_url, str) or not poll_url:
-            poll_url = self.url(f"/v1/videos/generations/{job_id}")
-        poll_url = urljoin(self.api_url + "/", poll_url)
-        poll, gateway = urlparse(poll_url), urlparse(self.api_url)
-        if poll.netloc != gateway.netloc or poll.scheme != gateway.scheme:
-            # The poll carries our payment header: never send it to another host, nor to this
-            # one over plain http where the gateway speaks https.
-            raise GatewayError(
-                f"The job's poll URL points away from the gateway ({poll_url[:200]}), so it was "
-                f"not polled. {STILL_COUNTED}",
-                charged=None,
-            )
+            raise GatewayError("The gateway's job answer has no id.")
+        poll_url = data.get("poll_url")
         assert paid.payment is not None
-        return VideoJob(id=job_id, poll_url=poll_url, payment=paid.payment, paid=paid)
+        return VideoJob(
+            id=job_id[:200],
+            poll_url=poll_url_for(
+                self.api_url, job_id, poll_url if isinstance(poll_url, str) else None
+            ),
+            payment=paid.payment,
+        )
 
     async def poll_video(self, job: VideoJob) -> VideoStatus:
         """One poll, carrying the job's payment header. 504 answers as still in progress.
 
-        The first completed poll is where the gateway settles, so that is where the hold is
-        settled. A failed job is the gateway's word only: it is recorded, and the payment keeps
-        counting until the chain shows it expired unused.
+        The status carries the poll's receipt: the first completed poll is where the gateway
+        settles, which the caller books.
         """
-        assert self.payer is not None
+        if self.payer is None:
+            raise GatewayError("No wallet is configured, so a paid job cannot be polled.")
         request = self.http.build_request("GET", job.poll_url)
-        paid = await self.payer.resend(self.http, request, job.payment, job.paid.hold)
+        paid = await self.payer.resend(self.http, request, job.payment)
         response = paid.response
         if response.status_code == 504:
             return VideoStatus(id=job.id, status="in_progress")
         if response.status_code >= 400:
             raise GatewayError(
-                f"Polling video job {job.id} failed with HTTP {response.status_code}: "
+                f"Polling job {job.id} failed with HTTP {response.status_code}: "
                 f"{error_text(response)}",
                 status=response.status_code,
-                charged=None,
             )
-        data = self._json(response, "the video status", paid)
+        data = self._json(response, "the job status")
         if not isinstance(data, dict):
-            raise GatewayError("The video status is not a JSON object.", charged=None)
+            raise GatewayError("The job status is not a JSON object.")
         default = "completed" if response.status_code == 200 else "in_progress"
         status = str(data.get("status") or default)
         urls = [
@@ -326,12 +306,12 @@ class GatewayClient:
             for item in data.get("data") or []
             if isinstance(item, dict) and isinstance(item.get("url"), str)
         ]
-        if status == "completed":
-            await job.paid.hold.settle(paid.receipt)
-        elif status == "failed":
-            await job.paid.hold.record_claim("the gateway said the job failed")
         return VideoStatus(
-            id=job.id, status=status, urls=urls, error=_str_or_none(data.get("error"))
+            id=job.id,
+            status=status,
+            urls=urls,
+            error=_str_or_none(data.get("error")),
+            receipt=paid.receipt,
         )
 
     async def wait_for_job(
@@ -360,7 +340,7 @@ class GatewayClient:
                 failure: Exception = exc
                 if isinstance(exc, TimeoutError):
                     failure = GatewayError(
-                        f"A poll of job {job.id} took longer than {poll_timeout:g} s.", charged=None
+                        f"A poll of job {job.id} took longer than {poll_timeout:g} s."
                     )
                 failures += 1
                 if not transient or failures >= MAX_POLL_FAILURES:
@@ -423,9 +403,10 @@ class GatewayClient:
     # --- plumbing ----------------------------------------------------------------------
 
     async def _send(self, request: httpx2.Request) -> httpx2.Response:
+        """A free request (the catalog): read whole, within the answer cap."""
         try:
             response = await self.http.send(request, stream=True)
-            await read_body(response, MAX_ANSWER_BYTES, charged=False)
+            await read_body(response, MAX_ANSWER_BYTES)
         except httpx2.TransportError as exc:
             raise GatewayUnreachable(self.api_url, type(exc).__name__) from None
         if response.status_code >= 400:
@@ -435,13 +416,11 @@ class GatewayClient:
             )
         return response
 
-    async def _paid(
-        self, request: httpx2.Request, approve: ApproveHook, *, stream: bool = False
-    ) -> PaidResponse:
+    async def _paid(self, request: httpx2.Request, *, stream: bool = False) -> PaidResponse:
         if self.payer is None:
             raise GatewayError("No wallet is configured, so paid requests are impossible.")
         try:
-            return await self.payer.send(self.http, request, approve=approve, stream=stream)
+            return await self.payer.send(self.http, request, approve=self._approve, stream=stream)
         except PaymentError:
             raise
         except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
@@ -449,37 +428,47 @@ class GatewayClient:
         except httpx2.TransportError as exc:
             raise GatewayError(
                 f"The gateway dropped the request before asking for payment ({type(exc).__name__}); "
-                "nothing was signed. Try again.",
+                "nothing was signed. Try again."
             ) from None
 
-    def _raise_for_status(self, response: httpx2.Response, paid: PaidResponse) -> None:
+    def _raise_for_status(self, response: httpx2.Response) -> None:
         if response.status_code < 400:
             return
-        charged: bool | None = None if paid.payment else False
         text = error_text(response)
         if response.status_code == 524:
             text = "a proxy cut the connection while the model was still answering (HTTP 524)"
         raise GatewayError(
-            f"The gateway answered HTTP {response.status_code}"
-            + (f": {text}" if text else "")
-            + (". The payment was signed and is counted as spent." if paid.payment else "."),
+            f"The gateway answered HTTP {response.status_code}" + (f": {text}." if text else "."),
             status=response.status_code,
-            charged=charged,
         )
 
-    def _json(self, response: httpx2.Response, what: str, paid: PaidResponse | None = None) -> Any:
+    def _json(self, response: httpx2.Response, what: str) -> Any:
         if len(response.content) > MAX_ANSWER_BYTES:
             raise GatewayError(f"{what.capitalize()} is larger than {MAX_ANSWER_BYTES} bytes.")
         try:
             return json.loads(response.content)
         except (ValueError, RecursionError):
-            charged = None if paid and paid.payment else False
             raise GatewayError(
-                f"The gateway sent {what} in a form that is not JSON (HTTP {response.status_code})"
-                + (": the payment is counted as spent." if charged is None else "."),
+                f"The gateway sent {what} in a form that is not JSON "
+                f"(HTTP {response.status_code}).",
                 status=response.status_code,
-                charged=charged,
             ) from None
+
+
+def poll_url_for(api_url: str, job_id: str, poll_url: str | None) -> str:
+    """Where to poll a job: the answer's poll_url resolved against the gateway, or the default.
+
+    The poll carries the payment header, so it must stay on the gateway's host, port and scheme:
+    never another host, nor this one over plain http where the gateway speaks https.
+    """
+    api_url = api_url.rstrip("/")
+    url = urljoin(api_url + "/", poll_url or f"{api_url}/v1/videos/generations/{job_id}")
+    poll, gateway = urlparse(url), urlparse(api_url)
+    if poll.netloc != gateway.netloc or poll.scheme != gateway.scheme:
+        raise GatewayError(
+            f"The job's poll URL points away from the gateway ({url[:200]}), so it was not polled."
+        )
+    return url
 
 
 def error_text(response: httpx2.Response) -> str:
@@ -515,7 +504,7 @@ def chat_answer_from(data: Any, requested_model: str) -> ChatAnswer:
         or not isinstance(data.get("choices"), list)
         or not data["choices"]
     ):
-        raise GatewayError("The chat answer has no choices.", charged=None)
+        raise GatewayError("The chat answer has no choices.")
     choice = data["choices"][0]
     message = choice.get("message") if isinstance(choice, dict) else None
     content = message.get("content") if isinstance(message, dict) else None
@@ -530,7 +519,7 @@ def chat_answer_from(data: Any, requested_model: str) -> ChatAnswer:
     )
 
 
-async def assemble_stream(response: httpx2.Response, model: str, paid: PaidResponse) -> ChatAnswer:
+async def assemble_stream(response: httpx2.Response, model: str) -> ChatAnswer:
     """Assemble OpenAI-style chat.completion.chunk events into one answer."""
     parts: list[str] = []
     size = 0
@@ -539,7 +528,7 @@ async def assemble_stream(response: httpx2.Response, model: str, paid: PaidRespo
     answered_model = model
     done = False
     try:
-        async for lines in _capped_lines(response, charged=None if paid.payment else False):
+        async for lines in _capped_lines(response):
             for line in lines:
                 if not line.startswith("data:"):
                     continue
@@ -559,8 +548,7 @@ async def assemble_stream(response: httpx2.Response, model: str, paid: PaidRespo
                     continue
                 if "error" in event:
                     raise GatewayError(
-                        f"The model stopped with an error: {_str_or_none(event['error'])}",
-                        charged=None if paid.payment else False,
+                        f"The model stopped with an error: {_str_or_none(event['error'])}."
                     )
                 answered_model = str(event.get("model") or answered_model)
                 if isinstance(event.get("usage"), dict):
@@ -574,9 +562,7 @@ async def assemble_stream(response: httpx2.Response, model: str, paid: PaidRespo
                         parts.append(text)
                         size += len(text)
                         if size > MAX_ANSWER_BYTES:
-                            raise GatewayError(
-                                "The streamed answer exceeded the size limit.", charged=None
-                            )
+                            raise GatewayError("The streamed answer exceeded the size limit.")
                     if choice.get("finish_reason"):
                         finish_reason = str(choice["finish_reason"])
     except httpx2.TransportError:
@@ -590,9 +576,7 @@ async def assemble_stream(response: httpx2.Response, model: str, paid: PaidRespo
     )
 
 
-async def _capped_lines(
-    response: httpx2.Response, *, charged: bool | None
-) -> AsyncIterator[list[str]]:
+async def _capped_lines(response: httpx2.Response) -> AsyncIterator[list[str]]:
     """The lines of a streamed answer, a batch per network read, at most MAX_STREAM_BYTES in all
     and MAX_EVENT_BYTES a line: httpx's own line reader would buffer a hostile line without end.
     (Batches, because an async generator step per line costs more than parsing the line.)"""
@@ -602,9 +586,7 @@ async def _capped_lines(
         total += len(chunk)
         if total > MAX_STREAM_BYTES:
             raise GatewayError(
-                f"The streamed answer exceeded {MAX_STREAM_BYTES} bytes; reading stopped"
-                + _spent(charged),
-                charged=charged,
+                f"The streamed answer exceeded {MAX_STREAM_BYTES} bytes; reading stopped."
             )
         buffer.extend(chunk)
         cut = buffer.rfind(b"\n") + 1
@@ -615,12 +597,7 @@ async def _capped_lines(
         if len(buffer) > MAX_EVENT_BYTES:
             raise GatewayError(
                 f"The streamed answer sent an event larger than {MAX_EVENT_BYTES} bytes; "
-                "reading stopped" + _spent(charged),
-                charged=charged,
+                "reading stopped."
             )
     if buffer:
         yield [bytes(buffer).rstrip(b"\r").decode("utf-8", "replace")]
-
-
-def _spent(charged: bool | None) -> str:
-    return "; the payment is counted as spent." if charged is not False else "."

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from blockrun_mcp.x402.models import SettlementReceipt
+
 
 class CatalogEntry(BaseModel):
     """One model, normalized from either /v1/models shape. Prices in USD per million tokens."""
@@ -152,3 +154,14 @@ class VideoStatus(BaseModel):
     status: str
     urls: list[str] = Field(default_factory=list)
     error: str | None = None
+    receipt: SettlementReceipt | None = None  # the settlement receipt the poll carried
+
+
+class ImageAnswer(BaseModel):
+    """An image request's answer: the images, or (answered 202) the job to poll for them."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    images: list[ImageData]
+    paid: Any = Field(exclude=True)  # the payer's PaidResponse
+    job: Any = Field(default=None, exclude=True)  # a gateway.VideoJob

@@ -428,6 +428,17 @@ class Ledger:
                 (status, payment_id),
             )
 
+    def running_jobs_by_payment(self, payment_ids: list[int] | None = None) -> dict[int, str]:
+        """payment id -> job id of the jobs still running (all of them, or of these payments)."""
+        sql = "SELECT payment_id, job_id FROM video_jobs WHERE status = 'running'"
+        args: list[int] = []
+        if payment_ids is not None:
+            if not payment_ids:
+                return {}
+            sql += f" AND payment_id IN ({','.join('?' * len(payment_ids))})"
+            args = payment_ids
+        return {row[0]: row[1] for row in self._db.execute(sql, args).fetchall()}
+
     def video_job(self, job_id: str) -> VideoJobRow | None:
         row = self._db.execute("SELECT * FROM video_jobs WHERE job_id = ?", (job_id,)).fetchone()
         if row is None:

@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
+from blockrun_mcp.errors import BlockrunError
+
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 MAX_VIDEO_BYTES = 512 * 1024 * 1024
 
@@ -41,7 +43,7 @@ MAGIC = [
 ]
 
 
-class MediaError(Exception):
+class MediaError(BlockrunError):
     """Media could not be saved; the message says why and what to do."""
 
 

@@ -10,14 +10,16 @@ import csv
 import io
 import time
 from collections.abc import Iterable
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from blockrun_mcp.catalog import filter_models as catalog_filter
-from blockrun_mcp.catalog import kind_of
+from blockrun_mcp.catalog import model_view
 from blockrun_mcp.gateway_models import CatalogEntry
 from blockrun_mcp.ledger import PaymentRow
+from blockrun_mcp.money import atomic_to_usd
 from blockrun_mcp.tables import money, render
 
 LEDGER_NAME = "ledger.sqlite3"
@@ -40,19 +42,21 @@ def since_day(days: int | None, today: datetime | None = None) -> str | None:
 
 def read_payments(path: Path, since: str | None = None) -> list[PaymentRow]:
     """Every payment in the ledger (newest first), opened read-only. Empty if there is none yet."""
+    return read_ledger(path, since)[0]
+
+
+def read_ledger(path: Path, since: str | None = None) -> tuple[list[PaymentRow], dict[int, str]]:
+    """The payments (newest first) and the video jobs still running (payment id -> job id),
+    opened read-only. Empty if there is no ledger yet."""
     if not path.exists():
-        return []
+        return [], {}
     from blockrun_mcp.ledger import Ledger
 
     ledger = Ledger(path, read_only=True)
     try:
-        return ledger.payments(since_day=since)
+        return ledger.payments(since_day=since), ledger.running_jobs_by_payment()
     finally:
         ledger.close()
-
-
-def _usd(atomic: int) -> float:
-    return round(atomic / 1_000_000, 6)
 
 
 def _when(timestamp: float) -> str:
@@ -79,9 +83,9 @@ def _group(payments: list[PaymentRow], key: str) -> list[dict[str, Any]]:
         {
             key: g[key],
             "payments": g["payments"],
-            "spent_usd": _usd(g["spent"]),
-            "pending_usd": _usd(g["pending"]),
-            "total_usd": _usd(g["spent"] + g["pending"]),
+            "spent_usd": atomic_to_usd(g["spent"]),
+            "pending_usd": atomic_to_usd(g["pending"]),
+            "total_usd": atomic_to_usd(g["spent"] + g["pending"]),
         }
         for g in groups.values()
     ]
@@ -105,7 +109,12 @@ def pending_reason(row: PaymentRow, now: float | None = None) -> str:
     )
 
 
-def spend_summary(payments: list[PaymentRow], ledger: Path, since: str | None) -> dict[str, Any]:
+def spend_summary(
+    payments: list[PaymentRow],
+    ledger: Path,
+    since: str | None,
+    running_jobs: dict[int, str] | None = None,
+) -> dict[str, Any]:
     """The whole report as JSON-ready data: totals, groupings, pending payments and receipts."""
     spent = sum(_spent_atomic(r) for r in payments)
     pending = sum(_pending_atomic(r) for r in payments)
@@ -113,9 +122,9 @@ def spend_summary(payments: list[PaymentRow], ledger: Path, since: str | None) -
         "ledger": str(ledger),
         "since_day": since,
         "totals": {
-            "spent_usd": _usd(spent),
-            "pending_usd": _usd(pending),
-            "total_usd": _usd(spent + pending),
+            "spent_usd": atomic_to_usd(spent),
+            "pending_usd": atomic_to_usd(pending),
+            "total_usd": atomic_to_usd(spent + pending),
             "payments": len(payments),
             "settled": sum(r.status == "settled" for r in payments),
             "pending": sum(r.status in PENDING for r in payments),
@@ -132,11 +141,12 @@ def spend_summary(payments: list[PaymentRow], ledger: Path, since: str | None) -
                 "session": r.session,
                 "tool": r.tool,
                 "model": r.model,
-                "amount_usd": _usd(r.amount_atomic),
+                "amount_usd": atomic_to_usd(r.amount_atomic),
                 "status": r.status,
                 "valid_before": None if r.valid_before is None else _when(r.valid_before),
                 "why": pending_reason(r),
                 "note": r.note,
+                "job_id": (running_jobs or {}).get(r.id),
             }
             for r in payments
             if r.status in PENDING
@@ -147,7 +157,7 @@ def spend_summary(payments: list[PaymentRow], ledger: Path, since: str | None) -
                 "created_at": _when(r.created_at),
                 "tool": r.tool,
                 "model": r.model,
-                "amount_usd": _usd(r.counted_atomic),
+                "amount_usd": atomic_to_usd(r.counted_atomic),
                 "network": r.network,
                 "tx_hash": r.tx_hash,
             }
@@ -173,6 +183,16 @@ CSV_FIELDS = (
 )
 
 
+def _with_job(pending: dict[str, Any]) -> str:
+    """A pending row's notes, and for a running video the call that claims it."""
+    if not pending["job_id"]:
+        return pending["note"]
+    resume = (
+        f"video job {pending['job_id']}: resume with generate_video(job_id={pending['job_id']!r})"
+    )
+    return f"{resume}; {pending['note']}" if pending["note"] else resume
+
+
 def spend_csv(payments: Iterable[PaymentRow]) -> str:
     """One line per payment, oldest first, for spreadsheets."""
     out = io.StringIO()
@@ -188,8 +208,8 @@ def spend_csv(payments: Iterable[PaymentRow]) -> str:
                 r.tool,
                 r.model,
                 r.status,
-                f"{_usd(r.amount_atomic):.6f}",
-                "" if r.settled_atomic is None else f"{_usd(r.settled_atomic):.6f}",
+                f"{atomic_to_usd(r.amount_atomic):.6f}",
+                "" if r.settled_atomic is None else f"{atomic_to_usd(r.settled_atomic):.6f}",
                 r.network,
                 r.tx_hash or "",
                 r.note,
@@ -250,7 +270,7 @@ def spend_text(summary: dict[str, Any], *, sandbox: bool = False) -> str:
                         p["model"],
                         money(p["amount_usd"]),
                         p["why"],
-                        p["note"],
+                        _with_job(p),
                     ]
                     for p in summary["pending"]
                 ],
@@ -285,14 +305,8 @@ def spend_text(summary: dict[str, Any], *, sandbox: bool = False) -> str:
 
 def model_price(entry: CatalogEntry) -> tuple[str, float | None]:
     """The price a user compares on: per 1M output tokens, per image, or per video second."""
-    from blockrun_mcp import pricing
-
-    kind = kind_of(entry)
-    if kind == "image":
-        return kind, pricing.image_price_usd(entry, None)
-    if kind == "video":
-        return kind, pricing.video_price_per_second(entry)
-    return kind, entry.output_price
+    view = model_view(entry)
+    return view.kind, view.headline_price
 
 
 def filter_models(
@@ -309,26 +323,7 @@ def filter_models(
 
 
 def models_json(entries: list[CatalogEntry]) -> list[dict[str, Any]]:
-    rows = []
-    for e in entries:
-        kind, price = model_price(e)
-        rows.append(
-            {
-                "id": e.id,
-                "name": e.name,
-                "provider": e.provider,
-                "kind": kind,
-                "input_price": e.input_price,
-                "output_price": e.output_price,
-                "image_price": price if kind == "image" else None,
-                "price_per_second": price if kind == "video" else None,
-                "context_window": e.context_window,
-                "max_output": e.max_output,
-                "categories": e.categories,
-                "available": e.available,
-            }
-        )
-    return rows
+    return [asdict(model_view(e)) for e in entries]
 
 
 def models_text(entries: list[CatalogEntry], source: str) -> str:

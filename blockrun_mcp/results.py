@@ -80,6 +80,7 @@ class Receipt(BaseModel):
     cost_usd: float
     status: str
     transaction: str | None
+    job_id: str | None = Field(None, description="a running video: resume with this job_id")
 
 
 class BudgetResult(BaseModel):

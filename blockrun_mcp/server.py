@@ -260,7 +260,7 @@ def build_server(
             budget = budget_of(ctx)
         except ToolFailure as failure:
             return _error(failure.message)
-        return await run(service.ask(budget, prompt, model, system, max_tokens, temperature))
+        return await run(service.chat.ask(budget, prompt, model, system, max_tokens, temperature))
 
     @mcp.tool(description="List models with USD prices per 1M tokens.", annotations=LOCAL)
     async def list_models(
@@ -269,7 +269,7 @@ def build_server(
         ] = None,
         provider: Annotated[str | None, Field(description="e.g. openai, anthropic, google")] = None,
     ) -> Annotated[CallToolResult, ModelList]:
-        return await run(service.list_models(category, provider))
+        return await run(service.models.list(category, provider))
 
     @mcp.tool(description="Estimate a call's cost in USD, free and offline.", annotations=LOCAL)
     async def estimate_cost(
@@ -279,7 +279,7 @@ def build_server(
         size: Annotated[str | None, Field(description="image size, e.g. 1024x1024")] = None,
         duration_seconds: Annotated[float | None, NotBool] = None,
     ) -> Annotated[CallToolResult, Estimate]:
-        return await run(service.estimate(model, prompt, max_tokens, size, duration_seconds))
+        return await run(service.models.estimate(model, prompt, max_tokens, size, duration_seconds))
 
     @mcp.tool(
         description="Generate an image; saves it locally and returns the path.", annotations=PAID
@@ -294,7 +294,7 @@ def build_server(
             budget = budget_of(ctx)
         except ToolFailure as failure:
             return _error(failure.message)
-        return await run(service.generate_image(budget, prompt, model, size))
+        return await run(service.images.generate(budget, prompt, model, size))
 
     @mcp.tool(
         description="Generate a video and save it. If it returns status running, call again with job_id (no new payment).",
@@ -316,7 +316,7 @@ def build_server(
         except ToolFailure as failure:
             return _error(failure.message)
         return await run(
-            service.generate_video(
+            service.video.generate(
                 budget, prompt, model, duration_seconds, image_url, job_id, progress
             )
         )
@@ -331,7 +331,7 @@ def build_server(
         ] = None,
     ) -> Annotated[CallToolResult, BudgetResult]:
         try:
-            return _ok(service.budget_status(budget_of(ctx), set_session_limit_usd))
+            return _ok(service.account.budget(budget_of(ctx), set_session_limit_usd))
         except ToolFailure as failure:
             return _error(failure.message)
 
@@ -341,7 +341,7 @@ def build_server(
     )
     async def wallet() -> Annotated[CallToolResult, WalletResult]:
         try:
-            return _ok(service.wallet_info())
+            return _ok(service.account.wallet())
         except ToolFailure as failure:
             return _error(failure.message)
 

@@ -12,13 +12,15 @@ from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
+from blockrun_mcp.errors import BlockrunError
+
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
 
     from blockrun_mcp.config import Config
 
 
-class WalletError(Exception):
+class WalletError(BlockrunError):
     """The key is missing, malformed or exposed; the message says the fix and never the key."""
 
 

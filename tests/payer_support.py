@@ -9,8 +9,9 @@ from typing import Any
 
 from blockrun_mcp.gateway import GatewayClient, new_http_client
 from blockrun_mcp.gateway_models import ChatMessage, ChatRequest
+from blockrun_mcp.money import usd_to_atomic
 from blockrun_mcp.x402.models import SettlementReceipt
-from blockrun_mcp.x402.networks import BASE, usd_to_atomic
+from blockrun_mcp.x402.networks import BASE
 from blockrun_mcp.x402.payer import PaymentHold, Quote, X402Payer
 from blockrun_mcp.x402.policy import SigningPolicy
 from blockrun_mcp.x402.signer import SignedPayment

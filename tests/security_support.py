@@ -142,7 +142,7 @@ def dumps(value: Any) -> str:
 async def expire_on_chain(harness: Any, state: SandboxState) -> Any:
     """Move the sandbox's chain clock (and the server's) past every authorization's validBefore
     and the finality margin, then run the server's reconciliation pass; returns what it found."""
-    from blockrun_mcp.reconcile import FINALITY_MARGIN_SECONDS
+    from blockrun_mcp.payments import FINALITY_MARGIN_SECONDS
 
     rows = harness.ledger.payments()
     latest = max((row.valid_before or 0 for row in rows), default=0)

@@ -1,4 +1,5 @@
-"""The budget layer on its own, over a real ledger file: each of its checks holds by itself.
+"""The budget layer and a call's payments on their own, over a real ledger file: each check holds
+by itself.
 
 The signing policy also caps each payment, so a tool-level test cannot tell whether the budget
 layer checks too; these can. Money code is checked twice on purpose.
@@ -12,6 +13,7 @@ import pytest
 
 from blockrun_mcp.budget import Limits, SessionBudget
 from blockrun_mcp.ledger import Ledger
+from blockrun_mcp.payments import PaidCall
 from blockrun_mcp.x402.errors import PaymentRefused
 from blockrun_mcp.x402.models import Authorization, PaymentRequirement, SettlementReceipt
 from blockrun_mcp.x402.networks import BASE
@@ -59,7 +61,7 @@ def _signed(amount_atomic: int, nonce: str = "0x" + "11" * 32) -> SignedPayment:
 
 async def test_the_budget_layer_refuses_a_quote_over_the_per_call_cap_by_itself(tmp_path):
     budget = _budget(tmp_path, per_call=0.05)
-    approve = budget.approver(tool="ask_model", model="m", estimate_usd=None)
+    approve = PaidCall(budget, tool="ask_model", model="m", estimate_usd=None)
     with pytest.raises(PaymentRefused) as refused:
         await approve(_quote(50_001))
     assert refused.value.limit == "per-call cap" and "BLOCKRUN_MAX_PER_CALL_USD" in str(
@@ -73,7 +75,7 @@ async def test_the_budget_layer_refuses_a_quote_over_the_per_call_cap_by_itself(
 
 async def test_the_budget_layer_refuses_a_quote_past_the_session_budget(tmp_path):
     budget = _budget(tmp_path, session=0.10, per_call=0.10)
-    approve = budget.approver(tool="ask_model", model="m", estimate_usd=None)
+    approve = PaidCall(budget, tool="ask_model", model="m", estimate_usd=None)
     await approve(_quote(60_000))
     with pytest.raises(PaymentRefused) as refused:
         await approve(_quote(40_001))
@@ -84,7 +86,7 @@ async def test_the_budget_layer_refuses_a_quote_past_the_session_budget(tmp_path
 
 async def test_a_suspicious_quote_is_refused_by_the_budget_layer(tmp_path):
     budget = _budget(tmp_path, per_call=0.5)
-    approve = budget.approver(tool="ask_model", model="m", estimate_usd=0.01)
+    approve = PaidCall(budget, tool="ask_model", model="m", estimate_usd=0.01)
     with pytest.raises(PaymentRefused) as refused:
         await approve(_quote(31_000))  # > 1.5x and > $0.02 above the estimate
     assert refused.value.limit == "suspicious quote"
@@ -92,10 +94,21 @@ async def test_a_suspicious_quote_is_refused_by_the_budget_layer(tmp_path):
     assert len(budget.ledger.payments()) == 1
 
 
+@pytest.mark.parametrize(("estimate", "allowed"), [(0.03, 50_000), (0.10, 150_000)])
+async def test_the_suspicious_boundary_is_exact_in_atomic_units(tmp_path, estimate, allowed):
+    """$0.05 against a $0.03 estimate is exactly $0.02 above: allowed (in floats it is not)."""
+    budget = _budget(tmp_path, per_call=0.5)
+    approve = PaidCall(budget, tool="t", model="m", estimate_usd=estimate)
+    with pytest.raises(PaymentRefused):
+        await approve(_quote(allowed + 1))
+    await approve(_quote(allowed))
+    assert [row.amount_atomic for row in budget.ledger.payments()] == [allowed]
+
+
 @pytest.mark.parametrize("claimed", ["0", "1", "49999", "50001", "٣", "", "lots"])
 async def test_settling_books_the_signed_amount_whatever_the_receipt_claims(tmp_path, claimed):
     budget = _budget(tmp_path)
-    approve = budget.approver(tool="ask_model", model="m", estimate_usd=None)
+    approve = PaidCall(budget, tool="ask_model", model="m", estimate_usd=None)
     hold = await approve(_quote(50_000))
     await hold.signed(_signed(50_000))
     await hold.settle(SettlementReceipt(transaction="0xfeed", amount=claimed))
@@ -108,24 +121,28 @@ async def test_settling_books_the_signed_amount_whatever_the_receipt_claims(tmp_
 
 async def test_an_honest_receipt_leaves_no_note(tmp_path):
     budget = _budget(tmp_path)
-    hold = await budget.approver(tool="t", model="m", estimate_usd=None)(_quote(50_000))
+    call = PaidCall(budget, tool="t", model="m", estimate_usd=None)
+    hold = await call(_quote(50_000))
     await hold.signed(_signed(50_000))
     await hold.settle(SettlementReceipt(transaction="0xfeed", amount="50000"))
     await hold.settle(None)  # a second settle changes nothing
     (row,) = budget.ledger.payments()
-    assert row.note == "" and row.tx_hash == "0xfeed" and hold.cost_usd == 0.05
+    assert row.note == "" and row.tx_hash == "0xfeed"
+    assert call.cost_usd == call.settled_usd == 0.05 and call.money_moved() is True
 
 
 async def test_a_claim_after_signing_is_recorded_and_keeps_counting(tmp_path):
     budget = _budget(tmp_path)
-    hold = await budget.approver(tool="t", model="m", estimate_usd=None)(_quote(50_000))
+    call = PaidCall(budget, tool="t", model="m", estimate_usd=None)
+    hold = await call(_quote(50_000))
     await hold.signed(_signed(50_000))
     await hold.record_claim("the gateway said PAYMENT_INVALID")
     await hold.record_claim("the gateway said it again")
     (row,) = budget.ledger.payments()
     assert row.status == "signed" and row.counted_atomic == 50_000
     assert row.note == "the gateway said PAYMENT_INVALID; the gateway said it again"
-    assert budget.status().session_spent_usd == 0.05 and hold.cost_usd == 0.05
+    assert budget.status().session_spent_usd == 0.05 and call.cost_usd == 0.05
+    assert call.money_moved() is None and "stays counted" in call.money_sentence()
 
 
 async def test_the_session_limit_only_goes_down(tmp_path):

@@ -190,7 +190,7 @@ def test_wallet_show_prints_address_network_balance_and_how_to_fund(
     assert f"address: {address}" in out
     assert "network: base (eip155:8453)" in out
     assert "balance: 12.5 USDC" in out
-    assert f"fund it: send USDC on Base to {address}" in out
+    assert f"fund it: Send USDC on Base (eip155:8453) to {address}" in out
     assert KEY[2:] not in out + err
     (call,) = rpc.calls
     assert call["method"] == "eth_call"
@@ -412,7 +412,7 @@ def test_models_sandbox_table_filters_by_category_and_price(tmp_path, monkeypatc
         "0.5",
     )
     assert code == 0, err
-    assert "openai/gpt-5-nano" in out  # $0.40 per 1M output tokens
+    assert "openai/gpt-5.4-nano" in out  # $0.40 per 1M output tokens
     assert "nvidia/gpt-oss-120b" in out and "free" in out
     assert "anthropic/claude-opus-4.7" not in out  # $25
     assert "openai/gpt-image-1" not in out  # an image model

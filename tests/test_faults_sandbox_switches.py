@@ -60,7 +60,9 @@ async def test_requote_after_payment_answers_a_paid_request_with_new_terms(sandb
 async def test_media_url_replaces_image_and_video_urls(sandbox, gateway):
     state = sandbox.state
     state.set_faults(media_url="http://10.0.0.1/x.png", video_polls_before_done=0)
-    images, _ = await gateway.generate_images(ImageRequest(model="openai/dall-e-3", prompt="p"))
+    images = (
+        await gateway.generate_images(ImageRequest(model="openai/dall-e-3", prompt="p"))
+    ).images
     assert [image.url for image in images] == ["http://10.0.0.1/x.png"]
     job = await gateway.submit_video(
         VideoRequest(model="xai/grok-imagine-video", prompt="p", duration_seconds=1)

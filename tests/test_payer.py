@@ -38,7 +38,7 @@ def nonces(state) -> list[str]:
 @pytest.mark.parametrize("stream", [True, False])
 async def test_paid_chat_settles_once_with_receipt(sandbox, gateway, funded_account, stream):
     holds = HoldRecorder()
-    answer, paid = await gateway.chat(chat_request("Hello there"), approve=holds, stream=stream)
+    answer, paid = await gateway.paid_by(holds).chat(chat_request("Hello there"), stream=stream)
     state = sandbox.state
     assert "Hello there" in answer.content
     assert answer.finish_reason == "stop" and answer.complete
@@ -77,7 +77,7 @@ async def test_accepted_is_echoed_exactly(sandbox, gateway):
 
 async def test_free_model_answers_without_payment(sandbox, gateway):
     holds = HoldRecorder()
-    answer, paid = await gateway.chat(chat_request(model=FREE_MODEL), approve=holds)
+    answer, paid = await gateway.paid_by(holds).chat(chat_request(model=FREE_MODEL))
     assert answer.content and paid.payment is None
     assert not holds.holds and not sandbox.state.payments_seen and not sandbox.state.settlements
 
@@ -90,7 +90,7 @@ async def test_hostile_terms_are_never_signed(sandbox, gateway, hostile):
     sandbox.state.set_faults(hostile_terms=hostile)
     holds = HoldRecorder()
     with pytest.raises(PaymentRefused) as info:
-        await gateway.chat(chat_request(), approve=holds)
+        await gateway.paid_by(holds).chat(chat_request())
     assert "Nothing was signed" in str(info.value)
     assert not holds.holds, "the approval hook must not even be asked"
     assert not sandbox.state.payments_seen and not sandbox.state.settlements
@@ -149,7 +149,7 @@ async def test_5xx_before_payment_signs_nothing(sandbox, gateway):
     sandbox.state.set_faults(status_before_payment=503)
     with pytest.raises(GatewayError) as info:
         await gateway.chat(chat_request())
-    assert info.value.status == 503 and info.value.charged is False
+    assert info.value.status == 503 and info.value.money_moved is False
     assert not sandbox.state.payments_seen
 
 
@@ -157,7 +157,7 @@ async def test_5xx_before_payment_signs_nothing(sandbox, gateway):
 async def test_retry_after_5xx_resends_the_same_header(sandbox, gateway, status):
     sandbox.state.set_faults(status_after_payment=status, times=1)
     holds = HoldRecorder()
-    _answer, _paid = await gateway.chat(chat_request(), approve=holds)
+    _answer, _paid = await gateway.paid_by(holds).chat(chat_request())
     seen = nonces(sandbox.state)
     assert len(seen) == 2 and len(set(seen)) == 1, "one nonce per logical request"
     assert len(sandbox.state.settlements) == 1
@@ -169,8 +169,8 @@ async def test_persistent_5xx_after_payment_keeps_the_payment_held(sandbox, gate
     sandbox.state.set_faults(status_after_payment=503)
     holds = HoldRecorder()
     with pytest.raises(GatewayError) as info:
-        await gateway.chat(chat_request(), approve=holds)
-    assert info.value.charged is None and "counted as spent" in str(info.value)
+        await gateway.paid_by(holds).chat(chat_request())
+    assert info.value.status == 503  # what the payment came to is the hold's to say
     assert len(set(nonces(sandbox.state))) == 1 and len(sandbox.state.payments_seen) == 3
     assert holds.holds[0].events == ["signed"], "unknown outcome: neither settled nor released"
     assert not sandbox.state.settlements
@@ -180,11 +180,11 @@ async def test_answer_lost_after_settlement_is_a_replay_not_a_second_charge(sand
     sandbox.state.set_faults(status_after_settlement=502, times=1)
     holds = HoldRecorder()
     with pytest.raises(PaymentReplay) as info:
-        await gateway.chat(chat_request(), approve=holds)
-    assert "counted as spent" in str(info.value)
+        await gateway.paid_by(holds).chat(chat_request())
+    assert info.value.money_moved is None and "may have been charged" in str(info.value)
     assert len(sandbox.state.settlements) == 1
     assert len(set(nonces(sandbox.state))) == 1
-    assert holds.holds[0].events == ["signed"]
+    assert holds.holds[0].events == ["signed", "claim:the gateway said PAYMENT_REPLAY"]
 
 
 async def test_dropped_connection_after_payment_retries_same_header(sandbox, gateway):
@@ -216,13 +216,13 @@ async def test_rejection_codes_become_distinct_errors(sandbox, gateway, code, er
     sandbox.state.set_faults(force_payment_code=code)
     holds = HoldRecorder()
     with pytest.raises(error) as info:
-        await gateway.chat(chat_request(), approve=holds)
+        await gateway.paid_by(holds).chat(chat_request())
     assert code in str(info.value)
     assert not sandbox.state.settlements
     # The gateway has the signature whatever it says: its claim is recorded, nothing released.
     events = holds.holds[0].events
     assert not any(e.startswith("release") for e in events), events
-    assert any(code in e for e in events if e.startswith("claim:")) == (code != "PAYMENT_REPLAY")
+    assert events == ["signed", f"claim:the gateway said {code}"]
 
 
 async def test_real_unfunded_wallet_says_where_to_send_usdc(sandbox, gateway, funded_account):
@@ -253,7 +253,7 @@ async def test_approval_hook_can_refuse(sandbox, gateway):
         raise PaymentRefused(f"${quote.amount_usd:.4f} is over budget", limit="budget")
 
     with pytest.raises(PaymentRefused, match="over budget"):
-        await gateway.chat(chat_request(), approve=refuse)
+        await gateway.paid_by(refuse).chat(chat_request())
     assert not sandbox.state.payments_seen
 
 
@@ -267,13 +267,13 @@ async def test_per_call_cap_refuses_before_signing(sandbox, funded_account):
 
 
 async def test_images_as_data_uri_and_url(sandbox, gateway):
-    data_uri, _paid = await gateway.generate_images(
-        ImageRequest(model="openai/gpt-image-1", prompt="a cat")
-    )
+    data_uri = (
+        await gateway.generate_images(ImageRequest(model="openai/gpt-image-1", prompt="a cat"))
+    ).images
     assert data_uri[0].url.startswith("data:image/png;base64,")
-    url_images, _ = await gateway.generate_images(
-        ImageRequest(model="google/nano-banana", prompt="a dog")
-    )
+    url_images = (
+        await gateway.generate_images(ImageRequest(model="google/nano-banana", prompt="a dog"))
+    ).images
     assert url_images[0].url.startswith("http")
     downloaded = b"".join([chunk async for chunk in gateway.stream_bytes(url_images[0].url)])
     assert downloaded.startswith(b"\x89PNG")
@@ -283,9 +283,8 @@ async def test_images_as_data_uri_and_url(sandbox, gateway):
 
 async def test_video_polls_with_the_same_header_and_settles_on_completion(sandbox, gateway):
     holds = HoldRecorder()
-    job = await gateway.submit_video(
-        VideoRequest(model="xai/grok-imagine-video", prompt="waves", duration_seconds=2),
-        approve=holds,
+    job = await gateway.paid_by(holds).submit_video(
+        VideoRequest(model="xai/grok-imagine-video", prompt="waves", duration_seconds=2)
     )
     assert not sandbox.state.settlements, "video settles on the first completed poll, not at submit"
     polls = []
@@ -300,27 +299,27 @@ async def test_video_polls_with_the_same_header_and_settles_on_completion(sandbo
     assert polls[-1] == "completed" and len(polls) >= 2
     assert len(sandbox.state.settlements) == 1
     assert len(set(nonces(sandbox.state))) == 1, "every poll carries the submit's payment"
-    assert holds.holds[0].events == ["signed", "settle"]
+    # The gateway client books nothing: the completing poll's receipt goes to the caller.
+    assert holds.holds[0].events == ["signed"]
+    assert status.receipt is not None
+    assert status.receipt.transaction == sandbox.state.settlements[0].tx_hash
     # a repeated poll does not settle again
     again = await gateway.poll_video(job)
     assert again.status == "completed" and len(sandbox.state.settlements) == 1
     assert_every_payment_valid(sandbox.state)
 
 
-async def test_video_failing_mid_poll_is_recorded_never_released(sandbox, gateway):
+async def test_video_failing_mid_poll_is_reported_and_nothing_is_released(sandbox, gateway):
     sandbox.state.set_faults(video_fail_mid_poll=True)
     holds = HoldRecorder()
-    job = await gateway.submit_video(
-        VideoRequest(model="xai/grok-imagine-video", prompt="x"), approve=holds
+    job = await gateway.paid_by(holds).submit_video(
+        VideoRequest(model="xai/grok-imagine-video", prompt="x")
     )
     status = await gateway.wait_for_job(job, deadline=job.poll_deadline, interval=0.05)
-    assert status.status == "failed" and status.error
+    assert status.status == "failed" and status.error and status.receipt is None
     assert not sandbox.state.settlements
-    events = holds.holds[0].events
-    assert "settle" not in events, "a failed job must not be booked as settled"
-    # "failed" is the gateway's word; it still holds the signature, so the hold stays counted.
-    assert not any(e.startswith("release") for e in events), events
-    assert events[-1] == "claim:the gateway said the job failed"
+    # "failed" is the gateway's word; the gateway client neither settles nor releases.
+    assert holds.holds[0].events == ["signed"]
 
 
 async def test_concurrent_payments_use_distinct_nonces(sandbox, gateway):

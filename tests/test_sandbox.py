@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import struct
 import time
 import zlib
@@ -18,6 +19,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+from blockrun_llm.types import APIError
 from blockrun_llm.x402 import create_payment_payload
 
 from blockrun_mcp.sandbox import SandboxServer, SandboxState, create_app
@@ -171,6 +173,53 @@ def test_catalog_data_shape_by_query_and_by_state(gw: Gateway) -> None:
     assert gw.get("/v1/models").json() == by_query
 
 
+def test_catalog_answers_the_same_list_as_models_and_data(gw: Gateway) -> None:
+    # BlockRun's docs read `models`; both official SDKs' list_models read `data`.
+    body = gw.get("/v1/models").json()
+    assert body["models"] == body["data"] and len(body["models"]) >= 50
+    for entry in body["data"]:
+        assert entry["pricing"]["input"] == entry["inputPrice"]
+        assert entry["pricing"]["output"] == entry["outputPrice"]
+        assert entry["owned_by"] == entry["provider"]
+    assert gw.get("/pricing").json() == body  # blockrun-llm's wallet-free list_models reads it
+
+
+# errors
+
+
+def test_error_bodies_carry_the_message_every_client_reads(gw: Gateway) -> None:
+    from blockrun_llm.validation import sanitize_error_response
+
+    response = gw.post(CHAT, {"model": "openai/gpt-9", "messages": HELLO["messages"]})
+    assert response.status_code == 400
+    body = response.json()
+    sentence = body["message"]
+    assert "unknown model 'openai/gpt-9'" in sentence
+    assert body["code"] == "INVALID_REQUEST"
+    assert body["error"] == {
+        "message": sentence,
+        "type": "invalid_request_error",
+        "code": "INVALID_REQUEST",
+    }
+    # blockrun-llm shows the sentence; @blockrun/llm takes `message` as the detail when it
+    # differs from `error` (see .ci/ts-sdk-check.mjs for the SDK itself).
+    assert sanitize_error_response(body) == {
+        "message": sentence,
+        "code": "INVALID_REQUEST",
+        "type": "invalid_request_error",
+    }
+    gw.state.set_faults(status_before_payment=503)
+    fault = gw.post(CHAT, HELLO).json()
+    assert fault["message"] == "Simulated gateway failure (HTTP 503)"
+    assert fault["error"]["type"] == "server_error" and fault["code"] == "SANDBOX_FAULT"
+
+
+def test_unknown_route_is_a_json_error_with_a_message(gw: Gateway) -> None:
+    response = gw.get("/v1/no-such-endpoint")
+    assert response.status_code == 404
+    assert response.json()["message"] == response.json()["error"]["message"] == "Not Found"
+
+
 # 402 terms and quotes
 
 
@@ -223,7 +272,7 @@ def test_quote_formula_for_known_prompts(gw: Gateway) -> None:
     # Text parts are concatenated: "abc" + "defgh" = 8 chars = 2 + 4 tokens.
     parts = [{"type": "text", "text": "abc"}, {"type": "text", "text": "defgh"}]
     sonnet = {
-        "model": "anthropic/claude-sonnet-4.5",
+        "model": "anthropic/claude-sonnet-4.6",
         "messages": [{"role": "user", "content": parts}],
         "max_tokens": 100,
     }
@@ -249,6 +298,24 @@ def test_image_and_video_quotes_use_the_published_tables(gw: Gateway) -> None:
     response = gw.post(videos, seedance)
     assert terms_of(response)["accepts"][0]["amount"] == "368000"
     assert terms_of(response)["accepts"][0]["maxTimeoutSeconds"] >= 600
+
+
+@pytest.mark.parametrize(
+    ("model", "text_to_video", "image_to_video"),
+    [
+        ("bytedance/seedance-2.0", 1_490_000, 910_000),  # $1.49 / $0.91 per 5 s clip
+        ("bytedance/seedance-2.0-fast", 1_190_000, 700_000),  # $1.19 / $0.70
+        ("bytedance/seedance-1.5-pro", 460_000, 460_000),  # "flat"
+    ],
+)
+def test_seedance_quotes_less_from_an_input_image(
+    gw: Gateway, model: str, text_to_video: int, image_to_video: int
+) -> None:
+    videos = "/v1/videos/generations"
+    clip = {"model": model, "prompt": "waves", "duration_seconds": 5}
+    assert quoted(gw, videos, clip) == text_to_video
+    from_image = {**clip, "image_url": "https://example.com/first-frame.png"}
+    assert quoted(gw, videos, from_image) == image_to_video
 
 
 @pytest.mark.parametrize(
@@ -289,19 +356,19 @@ def test_invalid_bodies_are_400_before_any_402(
     response = gw.post(path, body)
     assert response.status_code == 400, response.text
     assert "PAYMENT-REQUIRED" not in response.headers
-    assert fragment in response.json()["error"]
+    assert fragment in response.json()["message"]
     assert gw.state.issued_terms == []
 
 
 def test_unparseable_json_is_400(gw: Gateway) -> None:
     response = gw.client.post(gw.url + CHAT, content=b"{nope", headers={"content-type": "x"})
     assert response.status_code == 400
-    assert "JSON" in response.json()["error"]
+    assert "JSON" in response.json()["message"]
 
 
 def test_unknown_model_error_suggests_close_ids(gw: Gateway) -> None:
-    body = {"model": "anthropic/claude-sonet-4.5", "messages": [{"role": "user", "content": "x"}]}
-    assert "anthropic/claude-sonnet-4.5" in gw.post(CHAT, body).json()["error"]
+    body = {"model": "anthropic/claude-sonet-4.6", "messages": [{"role": "user", "content": "x"}]}
+    assert "anthropic/claude-sonnet-4.6" in gw.post(CHAT, body).json()["message"]
 
 
 def test_free_model_answers_at_once(gw: Gateway) -> None:
@@ -499,9 +566,10 @@ def test_answers_are_deterministic(gw: Gateway, funded_account: Any) -> None:
     assert first == second
 
 
-def test_opus_refusal_is_content_filter(gw: Gateway, funded_account: Any) -> None:
+@pytest.mark.parametrize("model", ["anthropic/claude-opus-4.7", "anthropic/claude-opus-4.8"])
+def test_opus_refusal_is_content_filter(gw: Gateway, funded_account: Any, model: str) -> None:
     body = {
-        "model": "anthropic/claude-opus-4.7",
+        "model": model,
         "messages": [{"role": "user", "content": "please [[refuse]] this"}],
     }
     _, _, response = gw.pay(funded_account, CHAT, body)
@@ -510,6 +578,20 @@ def test_opus_refusal_is_content_filter(gw: Gateway, funded_account: Any) -> Non
     assert choice["finish_reason"] == "content_filter"
     assert choice["message"]["content"] == ""
     assert len(gw.state.settlements) == 1
+
+
+@pytest.mark.parametrize("model", ["anthropic/claude-opus-4.7", "anthropic/claude-opus-4.8"])
+def test_opus_sampling_parameters_are_dropped_not_refused(
+    gw: Gateway, funded_account: Any, model: str
+) -> None:
+    # Out of range on purpose: for other models temperature 3 is a 400 (see above); these
+    # models never see it, the gateway strips it, so the call goes through.
+    sampled = {"temperature": 3, "top_p": 0.5, "top_k": 40}
+    body = {"model": model, "messages": HELLO["messages"], **sampled}
+    _, _, response = gw.pay(funded_account, CHAT, body)
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["finish_reason"] == "stop"
+    assert gw.state.bodies_seen[-1] == ("/api" + CHAT, body)  # what the client sent, as sent
 
 
 def read_events(response: httpx2.Response) -> list[Any]:
@@ -725,7 +807,7 @@ def test_delay_past_the_client_timeout_still_settles(gw: Gateway, funded_account
 def test_model_latency_slows_every_chat(gw: Gateway) -> None:
     gw.state.set_faults(model_latency_seconds=0.25)
     started = time.monotonic()
-    free = {"model": "nvidia/llama-3.3-nemotron-super-49b", "messages": HELLO["messages"]}
+    free = {"model": "nvidia/gpt-oss-20b", "messages": HELLO["messages"]}
     assert gw.post(CHAT, free).status_code == 200
     assert time.monotonic() - started >= 0.25
 
@@ -985,17 +1067,21 @@ def test_sandbox_admin_endpoints(gw: Gateway, funded_account: Any) -> None:
 # the official SDK, end to end
 
 
-def test_blockrun_sdk_pays_the_sandbox(
-    sandbox: SandboxServer, funded_account: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def sdk_home(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """blockrun-llm with its caches and cost log under tmp_path, on the wallet rail."""
     import blockrun_llm.cache
-    from blockrun_llm import LLMClient
 
     for name in ("CACHE_DIR", "DATA_DIR"):
         monkeypatch.setattr(blockrun_llm.cache, name, tmp_path / name)
     monkeypatch.setattr(blockrun_llm.cache, "COST_LOG_PATH", tmp_path / "cost_log.jsonl")
     for variable in ("BLOCKRUN_API_KEY", "BLOCKRUN_TX_LOG", "BLOCKRUN_PAYMENT_SCHEME"):
         monkeypatch.delenv(variable, raising=False)
+
+
+@pytest.mark.usefixtures("sdk_home")
+def test_blockrun_sdk_pays_the_sandbox(sandbox: SandboxServer, funded_account: Any) -> None:
+    from blockrun_llm import LLMClient
 
     client = LLMClient(private_key=funded_account.key.hex(), api_url=sandbox.base_url)
     reply = client.chat_completion("openai/gpt-5.2", [{"role": "user", "content": "Hello"}])
@@ -1004,6 +1090,40 @@ def test_blockrun_sdk_pays_the_sandbox(
     assert settlement.payer == funded_account.address
     assert settlement.amount_atomic == HELLO_ATOMIC
     assert reply.cost_usd == pytest.approx(HELLO_ATOMIC / 1e6)
+
+
+@pytest.mark.usefixtures("sdk_home")
+def test_blockrun_sdk_lists_the_catalog_and_pays_its_models(
+    sandbox: SandboxServer, funded_account: Any
+) -> None:
+    # Issue 12: the SDK read an empty catalog, then got "400 unknown model" for these two.
+    from blockrun_llm import LLMClient, list_models
+
+    client = LLMClient(private_key=funded_account.key.hex(), api_url=sandbox.base_url)
+    models = {m["id"]: m for m in client.list_models()}
+    assert models["openai/gpt-5.4-nano"]["inputPrice"] == 0.05
+    assert models["anthropic/claude-sonnet-4.6"]["pricing"]["output"] == 15.0
+    assert {m["id"] for m in list_models(api_url=sandbox.base_url)} == set(models)
+    assert "google/nano-banana-pro" in {m["id"] for m in client.list_image_models()}
+
+    for model, input_price, output_price in [
+        ("openai/gpt-5.4-nano", 0.05, 0.40),
+        ("anthropic/claude-sonnet-4.6", 3.0, 15.0),
+    ]:
+        messages = [{"role": "user", "content": "Hello"}]
+        reply = client.chat_completion(model, messages, max_tokens=4000)
+        assert reply.choices[0].message.content.startswith(f"[sandbox {model}]")
+        # (4 + 2 tokens at the input price + 400 at the output price) + 5%, at least $0.001
+        expected = max((6 * input_price + 400 * output_price) / 1e6 * 1.05, 0.001)
+        assert sandbox.state.settlements[-1].amount_atomic == math.ceil(expected * 1e6)
+        assert reply.cost_usd == pytest.approx(sandbox.state.settlements[-1].amount_atomic / 1e6)
+    assert len(sandbox.state.settlements) == 2
+
+    with pytest.raises(APIError) as failure:
+        client.chat_completion("openai/gpt-5-nano", [{"role": "user", "content": "Hello"}])
+    assert failure.value.status_code == 400
+    assert "unknown model 'openai/gpt-5-nano'" in str(failure.value)  # the gateway's sentence
+    assert "openai/gpt-5.4-nano" in str(failure.value)  # and its suggestion
 
 
 def test_server_runs_under_async_with() -> None:

@@ -205,7 +205,7 @@ async def test_repr_str_and_errors_never_show_the_key(sandbox, tmp_path):
             str(wallet),
             f"{wallet}",
             repr(service.wallet()),
-            repr(service.wallet_info()),
+            repr(service.account.wallet()),
             str(PaymentUnfunded(wallet.address, "base")),
             str(PaymentReplay()),
             str(PaidRequestFailed("a drop")),

@@ -333,11 +333,11 @@ async def test_a_reservation_released_by_another_process_is_never_sent(
     reserve = SessionBudget.reserve
 
     def reserve_then_lose_it(self, amount_atomic, *, tool, model):
-        hold = reserve(self, amount_atomic, tool=tool, model=model)
+        payment_id = reserve(self, amount_atomic, tool=tool, model=model)
         other_process = Ledger(self.ledger.path)  # its own connection to the same file
-        other_process.mark_released(hold.payment_id, "process ended before signing")
+        other_process.mark_released(payment_id, "process ended before signing")
         other_process.close()
-        return hold
+        return payment_id
 
     monkeypatch.setattr(SessionBudget, "reserve", reserve_then_lose_it)
     async with open_server(tmp_path, sandbox) as h:

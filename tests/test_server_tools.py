@@ -256,7 +256,7 @@ async def test_list_models_fields_filters_and_order(sandbox, tmp_path):
         mini = next(m for m in everything if m["id"] == CHEAP_MODEL)
         # Catalog prices per million tokens, before the platform fee.
         assert (mini["input_price"], mini["output_price"]) == (0.25, 2.0)
-        assert mini["context_window"] == 400_000 and mini["provider"] == "openai"
+        assert mini["context_window"] == 200_000 and mini["provider"] == "openai"
         assert "chat" in mini["categories"] and mini["available"] is True
         # Chat models come first, then the media models.
         kinds = [
@@ -285,7 +285,7 @@ async def test_list_models_fields_filters_and_order(sandbox, tmp_path):
         assert reasoning and all(
             "reasoning" in m["categories"] and m["provider"] == "openai" for m in reasoning
         )
-        assert "openai/gpt-5-nano" not in [m["id"] for m in reasoning]  # chat only
+        assert "openai/gpt-5.4-nano" not in [m["id"] for m in reasoning]  # chat only
 
         none = await h.ok("list_models", {"provider": "no-such-provider"})
         assert none["models"] == [] and none["note"]

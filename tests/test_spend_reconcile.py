@@ -17,7 +17,7 @@ import anyio
 from blockrun_mcp import doctor
 from blockrun_mcp.cli import main
 from blockrun_mcp.ledger import Ledger
-from blockrun_mcp.reconcile import FINALITY_MARGIN_SECONDS
+from blockrun_mcp.payments import FINALITY_MARGIN_SECONDS
 from tests.payer_support import chat_request, make_gateway
 
 OTHER_PAYEE = "0x" + "12" * 20

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from blockrun_mcp.money import parse_atomic, usd_to_atomic
 from blockrun_mcp.x402.codec import (
     decode_header,
     encode_header,
@@ -15,7 +16,7 @@ from blockrun_mcp.x402.codec import (
     rejection_code,
 )
 from blockrun_mcp.x402.errors import MalformedTerms, PaymentRefused
-from blockrun_mcp.x402.networks import BASE, BASE_SEPOLIA, parse_atomic, usd_to_atomic
+from blockrun_mcp.x402.networks import BASE, BASE_SEPOLIA
 from blockrun_mcp.x402.policy import SigningPolicy
 
 PAY_TO = "0x1111111111111111111111111111111111111111"

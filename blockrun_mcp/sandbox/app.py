@@ -68,10 +68,23 @@ class PaidCall:
             self.state.fault_hit()
 
 
+def _error_type(status: int) -> str:
+    return "invalid_request_error" if status < 500 else "server_error"
+
+
 def _error(status: int, message: str, code: str | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"error": message}
+    """An error body in the gateway's OpenAI-compatible shape, readable by every client.
+
+    `error` is an object {message, type, code} and `message` and `code` sit at the top as well,
+    the shape blockrun-llm documents for the gateway's errors (its validation.py). Each reader
+    then finds the sentence: blockrun-llm takes error.message, @blockrun/llm takes the top-level
+    `message` as the detail (with only `error` and `code`, it showed just "API error: 400"), and
+    our client reads `message` first. The 402 bodies keep their documented flat shape.
+    """
+    detail: dict[str, Any] = {"message": message, "type": _error_type(status)}
+    body: dict[str, Any] = {"error": detail, "message": message}
     if code:
-        body["code"] = code
+        detail["code"] = body["code"] = code
     return JSONResponse(body, status_code=status)
 
 

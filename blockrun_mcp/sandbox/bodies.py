@@ -14,9 +14,17 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from blockrun_mcp.sandbox import quotes
-from blockrun_mcp.sandbox.catalog import CATALOG, DEFAULT_IMAGE_SIZE, Kind, ModelEntry, find_model
+from blockrun_mcp.sandbox.catalog import (
+    ADAPTIVE_THINKING_MODELS,
+    CATALOG,
+    DEFAULT_IMAGE_SIZE,
+    Kind,
+    ModelEntry,
+    find_model,
+)
 
 MAX_IMAGES = 4
+SAMPLING_PARAMETERS = ("temperature", "top_p", "top_k")
 _B = TypeVar("_B", bound=BaseModel)
 _SIZE = re.compile(r"^\d{2,5}x\d{2,5}$")
 
@@ -134,8 +142,16 @@ def _max_tokens(entry: ModelEntry, requested: int | None) -> int:
     return max_tokens
 
 
+def without_dropped_sampling(raw: Any) -> Any:
+    """The body as the gateway forwards it: Opus 4.7/4.8 reject sampling parameters upstream, so
+    the gateway strips them (before any check of their values) and the call succeeds."""
+    if isinstance(raw, dict) and raw.get("model") in ADAPTIVE_THINKING_MODELS:
+        return {key: value for key, value in raw.items() if key not in SAMPLING_PARAMETERS}
+    return raw
+
+
 def parse_chat(raw: Any) -> PricedRequest:
-    body = _validate(ChatBody, raw)
+    body = _validate(ChatBody, without_dropped_sampling(raw))
     entry = _model(body.model, "chat")
     max_tokens = _max_tokens(entry, body.max_tokens)
     messages = [m.model_dump() for m in body.messages]
@@ -213,5 +229,7 @@ def parse_video(raw: Any) -> PricedRequest:
         raise BadRequest(
             f"duration_seconds {body.duration_seconds:g} exceeds {entry.id}'s limit of {limit}"
         )
-    price = quotes.video_quote_usd(entry, body.duration_seconds)
+    price = quotes.video_quote_usd(
+        entry, body.duration_seconds, image_input=body.image_url is not None
+    )
     return PricedRequest(entry=entry, body=body, price_usd=price)

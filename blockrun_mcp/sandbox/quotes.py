@@ -58,9 +58,13 @@ def image_quote_usd(model: ModelEntry, size: str, n: int) -> Decimal:
     return Decimal(str(model.image_price(size))) * n
 
 
-def video_quote_usd(model: ModelEntry, duration_seconds: float) -> Decimal:
-    # Like images: the published per-second price already includes the platform fee.
-    return Decimal(str(model.price_per_second or 0)) * Decimal(str(duration_seconds))
+def video_quote_usd(
+    model: ModelEntry, duration_seconds: float, *, image_input: bool = False
+) -> Decimal:
+    # Like images: the published per-second price already includes the platform fee. Seedance
+    # 2.0 charges less per second when the video starts from an input image.
+    per_second = model.video_price_per_second(image_input=image_input)
+    return Decimal(str(per_second)) * Decimal(str(duration_seconds))
 
 
 def to_atomic(usd: Decimal) -> int:

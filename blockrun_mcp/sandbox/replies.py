@@ -15,11 +15,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from blockrun_mcp.sandbox.catalog import ADAPTIVE_THINKING_MODELS
 from blockrun_mcp.sandbox.quotes import estimate_input_tokens, message_text
 
 REFUSAL_MARKER = "[[refuse]]"
-# The documented refusal: Opus answers 200 with finish_reason "content_filter" and no content.
-REFUSING_MODELS = frozenset({"anthropic/claude-opus-4.7"})
+# The documented refusal: Opus 4.7/4.8 answer 200 with finish_reason "content_filter" and no
+# content. A prompt carrying REFUSAL_MARKER asks the sandbox for one.
+REFUSING_MODELS = ADAPTIVE_THINKING_MODELS
 QUOTE_CHARS = 80
 STREAM_PIECES = 4
 

@@ -13,8 +13,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from blockrun_mcp.money import usd_to_atomic
 from blockrun_mcp.sandbox.faults import Faults
-from blockrun_mcp.x402.networks import NetworkSpec, network_by_name, usd_to_atomic
+from blockrun_mcp.x402.networks import NetworkSpec, network_by_name
 
 # A fixed, valid checksummed address nobody holds a key for: where sandbox payments go.
 TREASURY = "0x130d82d2DfCa15271d16F5467C0CCb4b7564d11F"

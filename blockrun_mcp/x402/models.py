@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from blockrun_mcp.x402.networks import parse_atomic
+from blockrun_mcp.money import parse_atomic
 
 
 class ResourceInfo(BaseModel):

@@ -6,13 +6,12 @@ signature that looks valid and never settles, so anything else is refused before
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
 class NetworkSpec:
-    name: str  # BLOCKRUN_NETWORK value, also the x402 v1 network name
+    name: str  # the short name ("base"), also the x402 v1 network name
     caip2: str
     chain_id: int
     usdc: str  # the USDC contract, EIP-712 verifyingContract
@@ -47,9 +46,6 @@ BASE_SEPOLIA = NetworkSpec(
 
 NETWORKS: dict[str, NetworkSpec] = {spec.name: spec for spec in (BASE, BASE_SEPOLIA)}
 
-USDC_DECIMALS = 6
-ATOMIC_PER_USD = 10**USDC_DECIMALS
-
 
 def network_by_name(name: str) -> NetworkSpec:
     try:
@@ -65,23 +61,3 @@ def network_for_id(network_id: str) -> NetworkSpec | None:
         if network_id in (spec.caip2, spec.name):
             return spec
     return None
-
-
-def usd_to_atomic(usd: float) -> int:
-    return round(usd * ATOMIC_PER_USD)
-
-
-def atomic_to_usd(atomic: int) -> float:
-    return atomic / ATOMIC_PER_USD
-
-
-# ASCII digits only: str.isdigit() and int() also take "٣", "３" and "²", which no gateway means
-# as an amount, and a uint256 has at most 78 decimal digits.
-_ATOMIC = re.compile(r"[0-9]{1,78}")
-
-
-def parse_atomic(text: object) -> int | None:
-    """A decimal string of atomic units as an int, or None unless it is plain ASCII digits."""
-    if not isinstance(text, str) or not _ATOMIC.fullmatch(text):
-        return None
-    return int(text)

@@ -1,27 +1,30 @@
-"""The 402 dance: request, read the terms, ask the policy and the caller, sign once, resend.
+"""The 402 dance for any request: send, read the terms, ask the policy and the caller, sign once,
+resend the same request, and keep resending that same signed request through transient
+failures.
 
 A signature is a payment, so after a paid request fails in transit the SAME header is resent;
-a new nonce would be a second charge. A signed authorization is a bearer instrument: whoever
-holds it can submit it until its validBefore, so nothing the gateway *says* afterwards
-(PAYMENT_INVALID, PAYMENT_UNFUNDED, a receipt for less) makes it count for less. The caller's
-hold learns how each payment went: settled (the gateway answered a paid request with
-success), claimed (the gateway says it failed: recorded, still counted), or released, which
-happens here only for a payment that provably never left this process.
+a new nonce would be a second charge. The caller's hold is told how each payment goes: signed
+(before it leaves), settled (a paid request was answered with success), a claim (the gateway
+says it failed: its word only, it still holds the signature), or released, which happens here
+only for a signature that provably never left this process.
 
-Not an httpx2.Auth: httpx does not hand transport errors back to an auth flow, and resending the
-same header after a dropped connection is the point of this module.
+It works with httpx and httpx2 clients alike: both are the same API, and a transport failure is
+recognised by the client's own library's exception classes. (Not an `httpx.Auth`: httpx does not
+hand transport errors back to an auth flow, and resending the same header after a dropped
+connection is the point of this module.)
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
-import httpx2
 
+from blockrun_mcp.money import atomic_to_usd, parse_atomic
 from blockrun_mcp.x402.codec import parse_payment_required, read_receipt, rejection_code
 from blockrun_mcp.x402.errors import (
     AnswerTooLarge,
@@ -33,21 +36,26 @@ from blockrun_mcp.x402.errors import (
     TermsTimeout,
 )
 from blockrun_mcp.x402.models import PaymentRequired, PaymentRequirement, SettlementReceipt
-from blockrun_mcp.x402.networks import atomic_to_usd, parse_atomic
 from blockrun_mcp.x402.policy import SigningPolicy
 from blockrun_mcp.x402.signer import SignedPayment, sign_payment
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
 
-log = logging.getLogger("blockrun_mcp")
+log = logging.getLogger("blockrun_mcp.x402")
 
 # Statuses after which a paid request is resent with the same header (the nonce settles once).
 RETRYABLE_PAID_STATUSES = frozenset({502, 503})
 # A chat answer, image list or catalog is kilobytes: more than this from a gateway is hostile.
 MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_ERROR_BODY_BYTES = 64 * 1024
 # A 402 is a few hundred bytes sent at once; reading its terms takes milliseconds.
 TERMS_TIMEOUT_SECONDS = 30.0
+
+# httpx.Request / httpx2.Request, httpx.Response / httpx2.Response, and their async clients.
+Request = Any
+Response = Any
+Client = Any
 
 
 @dataclass(frozen=True)
@@ -68,19 +76,20 @@ class PaymentHold(Protocol):
     """The caller's record of one approved payment (a budget reservation, for instance)."""
 
     async def signed(self, payment: SignedPayment) -> None:
-        """Called after signing, before the payment leaves: record it (crash safety)."""
+        """Called after signing, before the payment leaves: record it (crash safety). Raising
+        here stops the payment from being sent."""
 
     async def settle(self, receipt: SettlementReceipt | None) -> None:
         """The gateway answered a paid request with success; the receipt, if any, says how."""
 
     async def record_claim(self, claim: str) -> None:
-        """The gateway says the signed payment failed. Record it; it still counts in full."""
+        """The gateway says the signed payment failed. It still holds the signature."""
 
     async def release(self, reason: str) -> None:
         """The payment was never signed, or its signature never left this process."""
 
 
-ApproveHook = Callable[[Quote], Awaitable[PaymentHold]]
+Approve = Callable[[Quote], Awaitable[PaymentHold]]
 
 
 class _NoHold:
@@ -98,32 +107,65 @@ class _NoHold:
 
 
 async def approve_everything(quote: Quote) -> PaymentHold:
-    """Default hook: the policy's checks only."""
+    """An approval hook that keeps no record: the policy's checks only."""
     return _NoHold()
+
+
+async def refuse_payment(quote: Quote) -> PaymentHold:
+    """The approval hook of requests that must never pay (a catalog, a media download)."""
+    raise PaymentRefused(
+        f"{quote.url} asked for a payment of ${quote.amount_usd:.6f} on a request that is not "
+        "allowed to pay"
+    )
 
 
 @dataclass
 class PaidResponse:
-    """A gateway answer, with the payment that bought it (None when it was free)."""
+    """The answer to a request sent through the payer, and the payment that bought it."""
 
-    response: httpx2.Response
-    payment: SignedPayment | None = None
-    hold: PaymentHold = field(default_factory=_NoHold)
+    response: Response
+    payment: SignedPayment | None = None  # None: the request was free
     receipt: SettlementReceipt | None = None
 
     @property
     def cost_atomic(self) -> int:
+        """The signed amount (what `exact` transfers), 0 for a free request."""
         return self.payment.amount_atomic if self.payment else 0
 
 
+@dataclass(frozen=True)
+class _Failures:
+    """The transport exception classes of the client's library (httpx or httpx2)."""
+
+    not_sent: tuple[type[Exception], ...]  # the connection was never made: nothing left
+    transport: type[Exception]
+
+
+def _failures_of(client: Client) -> _Failures:
+    import importlib
+
+    for cls in type(client).__mro__:
+        root = cls.__module__.split(".", 1)[0]
+        if root in ("httpx", "httpx2"):
+            library = importlib.import_module(root)
+            return _Failures((library.ConnectError, library.ConnectTimeout), library.TransportError)
+    raise TypeError(f"{type(client).__name__} is not an httpx or httpx2 AsyncClient")
+
+
 class X402Payer:
-    """Pays x402 challenges for any request sent through `send`."""
+    """Pays x402 challenges for requests sent through `send`, within a signing policy.
+
+    `approve` is asked about every quote the policy accepts; it returns the hold that records
+    the payment, or raises PaymentRefused. Pass one per `send` (a budget per call), or set it
+    once here.
+    """
 
     def __init__(
         self,
         account: Callable[[], LocalAccount],
         policy: SigningPolicy,
         *,
+        approve: Approve = approve_everything,
         paid_attempts: int = 3,
         retry_delay_seconds: float = 0.5,
         max_body_bytes: int = MAX_BODY_BYTES,
@@ -131,31 +173,21 @@ class X402Payer:
     ) -> None:
         self._account = account
         self.policy = policy
+        self.approve = approve
         self.paid_attempts = max(1, paid_attempts)
         self.retry_delay_seconds = retry_delay_seconds
         self.max_body_bytes = max_body_bytes
         self.terms_timeout_seconds = terms_timeout_seconds
-        # Every payee this process was asked to pay, in the order first seen: a gateway's payTo
-        # does not change from one request to the next, so a second one is worth a warning.
+        # Every payee this process was asked to pay: a gateway's payTo does not change from one
+        # request to the next, so a second one is worth a warning.
         self.payees: dict[str, int] = {}
-
-    def _watch_payee(self, pay_to: str) -> None:
-        payee = pay_to.lower()
-        if payee not in self.payees and self.payees:
-            log.warning(
-                "the gateway's payTo changed to %s (seen before: %s); set BLOCKRUN_PAY_TO to pin "
-                "the payee if this is unexpected",
-                pay_to,
-                ", ".join(self.payees),
-            )
-        self.payees[payee] = self.payees.get(payee, 0) + 1
 
     async def send(
         self,
-        client: httpx2.AsyncClient,
-        request: httpx2.Request,
+        client: Client,
+        request: Request,
         *,
-        approve: ApproveHook = approve_everything,
+        approve: Approve | None = None,
         stream: bool = False,
     ) -> PaidResponse:
         """Send `request`; if it answers 402, pay within policy and resend. Returns the answer.
@@ -166,7 +198,7 @@ class X402Payer:
         response = await client.send(request, stream=True)
         if response.status_code != 402:
             if not stream:
-                await read_body(response, self.max_body_bytes, charged=False)
+                await read_body(response, self.max_body_bytes)
             return PaidResponse(response)
         terms = await self._read_terms(response)
         requirement = self.policy.choose(terms)
@@ -174,17 +206,36 @@ class X402Payer:
         assert amount is not None  # the policy refuses anything else
         self._watch_payee(requirement.payTo)
         quote = Quote(amount, requirement, request.method, str(request.url))
-        hold = await approve(quote)
+        hold = await (approve or self.approve)(quote)
         try:
             payment = sign_payment(self._account(), terms, requirement, self.policy.network)
             await hold.signed(payment)
         except BaseException:
-            await hold.release("the payment was not signed")
+            await hold.release("the payment was not signed, or not recorded before sending")
             raise
-        paid_request = with_payment(request, payment)
-        return await self._send_paid(client, paid_request, payment, hold, stream=stream)
+        return await self._send_paid(
+            client, with_payment(request, payment), payment, hold, stream=stream, first=True
+        )
 
-    async def _read_terms(self, response: httpx2.Response) -> PaymentRequired:
+    async def resend(
+        self,
+        client: Client,
+        request: Request,
+        payment: SignedPayment,
+        hold: PaymentHold | None = None,
+        *,
+        stream: bool = False,
+    ) -> PaidResponse:
+        """Send another request under a payment already sent (video polls), with its header.
+
+        A 200 here settles nothing: only the caller can read whether the job completed. Nor is
+        anything ever released: the payment left with the first request.
+        """
+        return await self._send_paid(
+            client, with_payment(request, payment), payment, hold or _NoHold(), stream=stream
+        )
+
+    async def _read_terms(self, response: Response) -> PaymentRequired:
         """The 402's terms, read within `terms_timeout_seconds`: a body trickling a byte at a
         time must not hold a call open before anything is even signed."""
         with anyio.move_on_after(self.terms_timeout_seconds) as scope:
@@ -194,48 +245,44 @@ class X402Payer:
             raise TermsTimeout(self.terms_timeout_seconds)
         return parse_payment_required(response.headers, body)
 
-    async def resend(
-        self,
-        client: httpx2.AsyncClient,
-        request: httpx2.Request,
-        payment: SignedPayment,
-        hold: PaymentHold,
-        *,
-        stream: bool = False,
-    ) -> PaidResponse:
-        """Send another request under an existing payment (video polls), same header.
-
-        A 200 here does not settle the hold: only the caller knows whether the job completed.
-        """
-        return await self._send_paid(
-            client, with_payment(request, payment), payment, hold, stream=stream, settle=False
-        )
+    def _watch_payee(self, pay_to: str) -> None:
+        payee = pay_to.lower()
+        if payee not in self.payees and self.payees:
+            log.warning(
+                "the gateway's payTo changed to %s (seen before: %s); pin the payee if this is "
+                "unexpected",
+                pay_to,
+                ", ".join(self.payees),
+            )
+        self.payees[payee] = self.payees.get(payee, 0) + 1
 
     async def _send_paid(
         self,
-        client: httpx2.AsyncClient,
-        request: httpx2.Request,
+        client: Client,
+        request: Request,
         payment: SignedPayment,
         hold: PaymentHold,
         *,
         stream: bool,
-        settle: bool = True,
+        first: bool = False,
     ) -> PaidResponse:
-        may_have_arrived = False
+        failures = _failures_of(client)
+        # Whether the signature may be in other hands: always, once it was sent before.
+        may_have_left = not first
         last_failure = ""
         for attempt in range(self.paid_attempts):
             if attempt:
                 await anyio.sleep(self.retry_delay_seconds * attempt)
             try:
                 response = await client.send(request, stream=True)
-            except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
+            except failures.not_sent as exc:
                 last_failure = f"could not connect ({type(exc).__name__})"
                 continue
-            except httpx2.TransportError as exc:
-                may_have_arrived = True
+            except failures.transport as exc:
+                may_have_left = True
                 last_failure = f"the connection failed ({type(exc).__name__})"
                 continue
-            may_have_arrived = True
+            may_have_left = True
             if response.status_code in RETRYABLE_PAID_STATUSES and attempt + 1 < self.paid_attempts:
                 await response.aclose()
                 last_failure = f"the gateway answered HTTP {response.status_code}"
@@ -243,11 +290,11 @@ class X402Payer:
             if response.status_code == 402:
                 await self._raise_rejection(response, payment, hold, retried=attempt > 0)
             receipt = read_receipt(response.headers)
-            settles = settle and response.status_code == 200
+            settles = first and response.status_code == 200
             if not stream:
                 try:
-                    await read_body(response, self.max_body_bytes, charged=None)
-                except httpx2.TransportError as exc:
+                    await read_body(response, self.max_body_bytes)
+                except failures.transport as exc:
                     # The answer was cut while arriving: resend the same header, as above.
                     last_failure = f"the connection failed ({type(exc).__name__})"
                     continue
@@ -257,20 +304,20 @@ class X402Payer:
                     raise
             if settles:
                 await hold.settle(receipt)
-            return PaidResponse(response, payment, hold, receipt)
-        if not may_have_arrived:
-            await hold.release("the signed payment never reached the gateway")
-            raise PaidRequestFailed(f"{last_failure}; the payment never left this machine")
+            return PaidResponse(response, payment, receipt)
+        if not may_have_left:
+            await hold.release("the signed payment never left this machine (no connection)")
+            raise PaidRequestFailed(
+                f"{last_failure}; the signed payment never left this machine", money_moved=False
+            )
         raise PaidRequestFailed(f"{last_failure} after {self.paid_attempts} attempts")
 
     async def _raise_rejection(
-        self, response: httpx2.Response, payment: SignedPayment, hold: PaymentHold, *, retried: bool
+        self, response: Response, payment: SignedPayment, hold: PaymentHold, *, retried: bool
     ) -> None:
         body = await _read_capped(response)
-        await response.aclose()
         code = rejection_code(body)
-        # The gateway holds the signature whatever it says about it: its word is recorded, and
-        # the payment keeps counting until it expires unused on chain (see reconcile.py).
+        # The gateway holds the signature whatever it says about it: its word is recorded.
         if code == "PAYMENT_UNFUNDED":
             await hold.record_claim("the gateway said PAYMENT_UNFUNDED")
             raise PaymentUnfunded(payment.authorization.from_, self.policy.network.name)
@@ -278,40 +325,36 @@ class X402Payer:
             await hold.record_claim("the gateway said PAYMENT_INVALID")
             raise PaymentInvalid(_message_of(body))
         if code == "PAYMENT_REPLAY":
-            raise PaymentReplay()  # an earlier send of this header may have settled: keep it held
-        # A 402 without a code proves nothing about an earlier send, so the hold stays.
+            await hold.record_claim("the gateway said PAYMENT_REPLAY")
+            raise PaymentReplay()
         raise PaidRequestFailed(
             "the gateway answered the paid request with 402 and no reason"
             + (" after a retry" if retried else "")
         )
 
 
-def with_payment(request: httpx2.Request, payment: SignedPayment) -> httpx2.Request:
-    """`request` with the payment header set (in place: every request here is built for one send,
-    and copying one cost a tenth of the payer's own time per paid call)."""
+def with_payment(request: Request, payment: SignedPayment) -> Request:
+    """`request` with the payment header set, in place: every request here is built for one send
+    (see bench/README.md on copying requests)."""
     request.headers[payment.header_name] = payment.header_value
     return request
 
 
-MAX_ERROR_BODY_BYTES = 64 * 1024
-
-
-async def read_body(response: httpx2.Response, limit: int, *, charged: bool | None) -> bytes:
+async def read_body(response: Response, limit: int) -> bytes:
     """Read a streamed response's body, never more than `limit` bytes (AnswerTooLarge beyond).
 
     The body is then kept where `Response.aread()` keeps it, so `.content` and `.json()` work.
     """
-    declared = response.headers.get("content-length", "")
+    length = parse_atomic(response.headers.get("content-length", ""))
     chunks: list[bytes] = []
     size = 0
     try:
-        length = parse_atomic(declared)
         if length is not None and length > limit:
-            raise AnswerTooLarge(limit, charged=charged)
+            raise AnswerTooLarge(limit)
         async for chunk in response.aiter_bytes():
             size += len(chunk)
             if size > limit:
-                raise AnswerTooLarge(limit, charged=charged)
+                raise AnswerTooLarge(limit)
             chunks.append(chunk)
     finally:
         await response.aclose()
@@ -319,43 +362,28 @@ async def read_body(response: httpx2.Response, limit: int, *, charged: bool | No
     return response._content
 
 
-async def _read_capped(response: httpx2.Response) -> bytes:
+async def _read_capped(response: Response) -> bytes:
     """Read at most MAX_ERROR_BODY_BYTES of a 402 or error body; more is hostile."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > MAX_ERROR_BODY_BYTES:
-            break
-    await response.aclose()
+    try:
+        async for chunk in response.aiter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_ERROR_BODY_BYTES:
+                break
+    finally:
+        await response.aclose()
     return b"".join(chunks)[: MAX_ERROR_BODY_BYTES + 1]
 
 
 def _message_of(body: bytes) -> str:
-    import json
-
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return ""
     if isinstance(data, dict):
         message = data.get("message") or data.get("error")
         if isinstance(message, str):
             return message[:300]
     return ""
-
-
-__all__ = [
-    "MAX_BODY_BYTES",
-    "AnswerTooLarge",
-    "ApproveHook",
-    "PaidResponse",
-    "PaymentHold",
-    "PaymentRefused",
-    "Quote",
-    "X402Payer",
-    "approve_everything",
-    "read_body",
-    "with_payment",
-]

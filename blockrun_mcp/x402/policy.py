@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from blockrun_mcp.money import atomic_to_usd
 from blockrun_mcp.x402.errors import PaymentRefused
 from blockrun_mcp.x402.models import PaymentRequired, PaymentRequirement
-from blockrun_mcp.x402.networks import NetworkSpec, atomic_to_usd, network_for_id
+from blockrun_mcp.x402.networks import NetworkSpec, network_for_id
 
 MAX_TIMEOUT_SECONDS = 3600
+# (limit name, the words its problem says): see `choose`.
+LIMITS = (
+    ("per-call cap", "per-call cap"),
+    ("network", "is not the configured"),
+    ("payee", "pinned payee"),
+)
 
 
 @dataclass(frozen=True)
@@ -29,7 +36,7 @@ class SigningPolicy:
         if spec is None or spec.name != self.network.name:
             return (
                 f'network "{requirement.network}" is not the configured {self.network.name} '
-                f"({self.network.caip2}); set BLOCKRUN_NETWORK to match the gateway"
+                f"({self.network.caip2})"
             )
         if requirement.asset.lower() != self.network.usdc.lower():
             return f"asset {requirement.asset} is not USDC on {self.network.name}"
@@ -79,10 +86,9 @@ class SigningPolicy:
                 problems.append(problem)
         if acceptable:
             return min(acceptable, key=lambda pair: pair[0])[1]
-        over_cap = all("per-call cap" in p for p in problems)
-        raise PaymentRefused(
-            "; ".join(dict.fromkeys(problems)), limit="per-call cap" if over_cap else None
-        )
+        # When every option failed the same way, the refusal names that limit for the caller.
+        limit = next((name for name, marker in LIMITS if all(marker in p for p in problems)), None)
+        raise PaymentRefused("; ".join(dict.fromkeys(problems)), limit=limit)
 
 
 def _is_address(value: str) -> bool:

@@ -1,0 +1,372 @@
+"""A payment's life, from the quote to its end: the one place that says when money counts.
+
+The rule. A signed EIP-3009 authorization is a bearer instrument: whoever holds it can submit
+it on chain until its validBefore. So:
+
+1. A quote is checked (the per-call cap, our own estimate) and reserved in the ledger within
+   the session and daily budgets before anything is signed (budget.py). A reservation counts
+   its full amount. One that is never signed is released.
+2. Once signed, a payment counts at its full signed value. It is written to the ledger as
+   signed (with its authorizer, payee and validBefore) before it leaves the process; a
+   reservation lost in between is never sent.
+3. A signed payment is released only if its signature provably never left this process (every
+   attempt to connect failed): nobody else holds it.
+4. A paid request answered with success settles it, at the signed amount: under `exact` the
+   transfer is exactly the authorization's value, so a receipt claiming less (or more) is noted
+   as a discrepancy, never booked. A video job settles on the poll that says it completed.
+5. Whatever the gateway says after a signature (PAYMENT_INVALID, PAYMENT_UNFUNDED, a failed job,
+   an answer cut by a deadline or a cancelled call) is recorded on the payment, and it keeps
+   counting.
+6. Otherwise a signed payment ends only by the chain (`reconcile`): used on chain, it is booked
+   as settled; past its validBefore by the chain's clock and ours, plus a margin for reorgs,
+   and never used, it is released with that fact recorded. Without an answer from the chain it
+   stays counted.
+
+`PaidCall` is one tool call's side of this (the payer's approval hook, and what the call then
+reports); `LedgerHold` is one payment's; `reconcile` is the chain's.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Literal, Self
+
+import anyio
+
+from blockrun_mcp.errors import BlockrunError
+from blockrun_mcp.money import atomic_to_usd, parse_atomic, usd_text
+
+if TYPE_CHECKING:
+    from blockrun_mcp.budget import SessionBudget
+    from blockrun_mcp.chain import ChainReader
+    from blockrun_mcp.ledger import Ledger, PaymentRow
+    from blockrun_mcp.x402.models import SettlementReceipt
+    from blockrun_mcp.x402.payer import Quote
+    from blockrun_mcp.x402.signer import SignedPayment
+
+log = logging.getLogger("blockrun_mcp")
+
+# What an open signed payment means for the budget, said the same way everywhere.
+STILL_COUNTED = (
+    "It stays counted as spent until it settles, or until it expires and the chain shows it was "
+    "never used; then it is released by itself."
+)
+# Chain time past validBefore before "unused" counts as final: a block near the end of the
+# window could still be reorganised away, so wait out a few of them.
+FINALITY_MARGIN_SECONDS = 120
+RECONCILE_INTERVAL_SECONDS = 300.0  # how often a running server looks at its open payments
+# The server's first look, after start-up has settled (the host is waiting for `initialize`).
+FIRST_RECONCILE_DELAY_SECONDS = 20.0
+
+
+def when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+class ReservationLost(BlockrunError):
+    """The ledger's reservation vanished between approval and sending. Nothing was sent."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The ledger no longer holds this call's budget reservation (another blockrun-mcp "
+            "process sharing the data dir released it). The signed payment was discarded before "
+            "it was sent, so nothing was spent. Try again."
+        )
+
+
+# --- one payment ----------------------------------------------------------------------------
+
+
+class LedgerHold:
+    """One payment's ledger row, moved along by the payer (an x402 PaymentHold)."""
+
+    def __init__(self, ledger: Ledger, payment_id: int, amount_atomic: int) -> None:
+        self.ledger = ledger
+        self.payment_id = payment_id
+        self.amount_atomic = amount_atomic
+        self.nonce: str | None = None
+        self.valid_before: int | None = None
+        self.settled = False
+        self.settled_here = False  # settled by this process's call, not found settled
+        self.released = False
+        self.tx_hash: str | None = None
+
+    @classmethod
+    def of_row(cls, ledger: Ledger, row: PaymentRow) -> LedgerHold:
+        """The hold of a payment made earlier (a video job resumed by its id)."""
+        hold = cls(ledger, row.id, row.amount_atomic)
+        hold.nonce, hold.valid_before, hold.tx_hash = row.nonce, row.valid_before, row.tx_hash
+        hold.settled, hold.released = row.status == "settled", row.status == "released"
+        return hold
+
+    async def signed(self, payment: SignedPayment) -> None:
+        if not self.ledger.mark_signed(
+            self.payment_id,
+            payment.nonce,
+            payer=payment.authorization.from_,
+            pay_to=payment.authorization.to,
+            valid_before=payment.valid_before,
+        ):
+            # Released under us (a server on another PID namespace took our pid for dead):
+            # sent now, this payment would be spent and counted nowhere.
+            raise ReservationLost()
+        self.nonce, self.valid_before = payment.nonce, payment.valid_before
+
+    async def settle(self, receipt: SettlementReceipt | None) -> None:
+        claimed = parse_atomic(receipt.amount) if receipt is not None else None
+        note = ""
+        if receipt is not None and receipt.amount is not None and claimed != self.amount_atomic:
+            note = (
+                f"the receipt claimed {receipt.amount[:40]!r} atomic units; booked the signed "
+                f"{self.amount_atomic}"
+            )
+            log.warning("payment %s: %s", self.payment_id, note)
+        if receipt is not None and receipt.transaction:
+            self.tx_hash = receipt.transaction[:100]
+        self.settled = self.settled_here = True
+        self.ledger.mark_settled(self.payment_id, self.amount_atomic, self.tx_hash, note=note)
+
+    async def record_claim(self, claim: str) -> None:
+        self.ledger.add_note(self.payment_id, claim)
+
+    async def release(self, reason: str) -> None:
+        """Only for a payment never signed, or whose signature never left (rules 1 and 3)."""
+        self.released = True
+        self.ledger.mark_released(self.payment_id, reason)
+
+    @property
+    def is_open(self) -> bool:
+        """Signed, not settled, not released: the outcome is unknown and it counts in full."""
+        return self.nonce is not None and not self.settled and not self.released
+
+
+# --- one tool call --------------------------------------------------------------------------
+
+
+class PaidCall:
+    """The money of one tool call: the payer's approval hook, and what the call reports.
+
+    As the hook it checks each quote and reserves it (rule 1). Afterwards it says what the call
+    cost, records why a call ended abnormally, and settles or notes a video job's payment.
+    """
+
+    def __init__(
+        self, budget: SessionBudget, *, tool: str, model: str, estimate_usd: float | None
+    ) -> None:
+        self.budget = budget
+        self.tool = tool
+        self.model = model
+        self.estimate_usd = estimate_usd
+        self.holds: list[LedgerHold] = []
+
+    @classmethod
+    def resumed(cls, budget: SessionBudget, row: PaymentRow, *, tool: str) -> PaidCall:
+        """The call that paid for `row`, picked up again (a video job resumed by its id)."""
+        call = cls(budget, tool=tool, model=row.model, estimate_usd=None)
+        call.holds.append(LedgerHold.of_row(budget.ledger, row))
+        return call
+
+    async def __call__(self, quote: Quote) -> LedgerHold:
+        self.budget.check_quote(quote.amount_atomic, self.estimate_usd)
+        payment_id = self.budget.reserve(quote.amount_atomic, tool=self.tool, model=self.model)
+        hold = LedgerHold(self.budget.ledger, payment_id, quote.amount_atomic)
+        self.holds.append(hold)
+        return hold
+
+    # --- what the call reports --------------------------------------------------------------
+
+    @property
+    def cost_usd(self) -> float:
+        """What this call paid: every payment signed and not released, settled or still open."""
+        return atomic_to_usd(sum(h.amount_atomic for h in self.holds if h.nonce and not h.released))
+
+    @property
+    def settled_usd(self) -> float:
+        """What settled during this call (a resumed job's payment settles on its last poll)."""
+        return atomic_to_usd(sum(h.amount_atomic for h in self.holds if h.settled_here))
+
+    @property
+    def tx_hash(self) -> str | None:
+        return next((hold.tx_hash for hold in self.holds if hold.tx_hash), None)
+
+    @property
+    def open(self) -> list[LedgerHold]:
+        return [hold for hold in self.holds if hold.is_open]
+
+    def money_moved(self) -> bool | None:
+        """False: nothing left this process; None: a payment may have moved; True: it settled."""
+        if any(hold.is_open for hold in self.holds):
+            return None
+        return any(hold.settled for hold in self.holds)
+
+    def money_sentence(self) -> str:
+        """What became of this call's money, for the end of an error message."""
+        moved = self.money_moved()
+        if moved is False:
+            return "Nothing was paid."
+        if moved is True:
+            return f"Its payment of {usd_text(self._amount(settled=True))} settled: it is counted as spent."
+        return f"Its payment of {usd_text(self._amount(settled=False))} was signed. {STILL_COUNTED}"
+
+    def _amount(self, *, settled: bool) -> int:
+        holds = [h for h in self.holds if (h.settled if settled else h.is_open)]
+        return sum(hold.amount_atomic for hold in holds)
+
+    def record(self, note: str) -> None:
+        """Note on every open payment of this call why it ended as it did (rule 5)."""
+        for hold in self.open:
+            hold.ledger.add_note(hold.payment_id, note)
+
+    # --- jobs that settle on a later poll ---------------------------------------------------
+
+    async def job_completed(self, receipt: SettlementReceipt | None) -> None:
+        for hold in self.open:
+            await hold.settle(receipt)
+
+    async def job_claimed(self, claim: str) -> None:
+        for hold in self.open:
+            await hold.record_claim(claim)
+
+    # --- the call's end -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is not None and isinstance(exc, anyio.get_cancelled_exc_class()):
+            self.record("the call was cancelled after the payment was signed")
+
+    @asynccontextmanager
+    async def deadline(self, seconds: float, setting: str) -> AsyncIterator[None]:
+        """At most `seconds` from first request to last byte; a call cut after paying keeps its
+        payment counted (rule 5) and says so."""
+        try:
+            with anyio.fail_after(seconds):
+                yield
+        except TimeoutError:
+            text = (
+                f"The call took longer than {setting} ({seconds:g} s) from first request to last "
+                "byte, so it was cut"
+            )
+            if not any(hold.nonce for hold in self.holds):
+                raise CallCut(f"{text} before anything was signed; nothing was paid.") from None
+            self.record(f"cut by {setting} ({seconds:g} s) after signing")
+            raise CallCut(f"{text} after its payment was signed.", money_moved=None) from None
+
+
+class CallCut(BlockrunError):
+    """A call cut by its deadline."""
+
+
+# --- the chain's word -----------------------------------------------------------------------
+
+Result = Literal["settled", "released", "pending"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    payment_id: int
+    amount_atomic: int
+    result: Result
+    reason: str
+
+
+@dataclass
+class Reconciliation:
+    """What one pass found, payment by payment."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    chain_error: str | None = None
+
+    def of(self, result: Result) -> list[Outcome]:
+        return [outcome for outcome in self.outcomes if outcome.result == result]
+
+    def summary(self) -> str:
+        if not self.outcomes:
+            return "No signed payment is waiting for an outcome."
+        settled, released, pending = (self.of(r) for r in ("settled", "released", "pending"))
+        text = (
+            f"Checked {len(self.outcomes)} signed payment(s) on chain: {len(settled)} settled, "
+            f"{len(released)} released (expired unused), {len(pending)} still counted as spent."
+        )
+        if self.chain_error:
+            text += f" The chain could not be read ({self.chain_error})."
+        return text
+
+
+async def reconcile(
+    ledger: Ledger, chain: ChainReader, network: str, *, local_now: float | None = None
+) -> Reconciliation:
+    """Rule 6 over the ledger's open signed payments: settle or release what the chain decided.
+
+    "Expired" needs both clocks to agree, the chain's latest block and ours (`local_now`): a
+    node that lies about the time alone cannot get a payment released that could still settle.
+    """
+    from blockrun_mcp.chain import ChainUnavailable
+
+    rows = ledger.open_signed()
+    result = Reconciliation()
+    if not rows:
+        return result
+    try:
+        chain_now = await chain.block_timestamp()
+    except ChainUnavailable as exc:
+        result.chain_error = str(exc)[:200]
+        result.outcomes = [_pending(row, "the chain could not be read") for row in rows]
+        return result
+    now = min(chain_now, int(time.time() if local_now is None else local_now))
+    for row in rows:
+        if result.chain_error is not None:
+            result.outcomes.append(_pending(row, "the chain could not be read"))
+            continue
+        if row.network != network:
+            result.outcomes.append(_pending(row, f"signed on {row.network}, not {network}"))
+            continue
+        if row.payer is None or row.nonce is None or row.valid_before is None:
+            result.outcomes.append(
+                _pending(row, "signed by an older version that did not record the authorizer")
+            )
+            continue
+        try:
+            used = await chain.authorization_used(row.payer, row.nonce)
+        except (ChainUnavailable, ValueError) as exc:
+            result.chain_error = str(exc)[:200]
+            result.outcomes.append(_pending(row, "the chain could not be read"))
+            continue
+        result.outcomes.append(_apply(ledger, row, used=used, now=now))
+    for outcome in result.outcomes:
+        if outcome.result != "pending":
+            log.info("payment %s %s: %s", outcome.payment_id, outcome.result, outcome.reason)
+    return result
+
+
+def _apply(ledger: Ledger, row: PaymentRow, *, used: bool, now: int) -> Outcome:
+    assert row.valid_before is not None
+    if used:
+        reason = f"the chain reports the authorization used (checked {when(now)})"
+        ledger.mark_settled(row.id, row.amount_atomic, row.tx_hash, note=reason)
+        return Outcome(row.id, row.amount_atomic, "settled", reason)
+    if now < row.valid_before + FINALITY_MARGIN_SECONDS:
+        return _pending(row, f"may still settle: valid until {when(row.valid_before)}")
+    reason = (
+        f"expired unused: valid until {when(row.valid_before)}, and the chain reports the "
+        f"authorization unused at {when(now)}"
+    )
+    ledger.mark_released(row.id, reason)
+    ledger.end_video_jobs_of(row.id, "failed")
+    return Outcome(row.id, row.amount_atomic, "released", reason)
+
+
+def _pending(row: PaymentRow, reason: str) -> Outcome:
+    return Outcome(row.id, row.amount_atomic, "pending", reason)

@@ -1,0 +1,181 @@
+"""The service the tools call: its parts wired once (wallet, ledger, budgets, payer, gateway,
+catalog, media), and one family of tools per module (chat, images, video, models, account).
+
+The MCP layer calls one method per tool and turns a ToolFailure into a tool error.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import anyio
+
+from blockrun_mcp.budget import Limits, SessionBudget
+from blockrun_mcp.catalog import Catalog
+from blockrun_mcp.gateway import POLL_TIMEOUT_SECONDS, GatewayClient
+from blockrun_mcp.gateway_models import CatalogEntry
+from blockrun_mcp.media import MediaStore
+from blockrun_mcp.money import usd_to_atomic
+from blockrun_mcp.payments import PaidCall
+from blockrun_mcp.service import arguments
+from blockrun_mcp.service.account import Account
+from blockrun_mcp.service.chat import Chat
+from blockrun_mcp.service.failures import ToolFailure
+from blockrun_mcp.service.images import Images
+from blockrun_mcp.service.models import Models
+from blockrun_mcp.service.video import Video
+from blockrun_mcp.wallet import Wallet, WalletError, find_wallet
+from blockrun_mcp.x402.networks import network_by_name
+from blockrun_mcp.x402.payer import X402Payer, refuse_payment
+from blockrun_mcp.x402.policy import SigningPolicy
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+    from blockrun_mcp.config import Config
+    from blockrun_mcp.ledger import Ledger
+    from blockrun_mcp.payments import Reconciliation
+
+log = logging.getLogger("blockrun_mcp")
+
+
+@dataclass
+class ServiceOptions:
+    video_wait_seconds: float = 120.0
+    video_poll_interval: float = 3.0
+    video_poll_timeout: float = POLL_TIMEOUT_SECONDS  # one poll, first byte to last
+    funding_hint: str | None = None  # replaces the funding text (the sandbox's throwaway wallet)
+    # This machine's clock, as the reconciler reads it (a sandbox whose chain runs ahead, in
+    # tests, needs ours to agree before anything expired is released).
+    clock: Callable[[], float] = time.time
+
+
+class BlockrunService:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        wallet: Wallet | None = None,
+        options: ServiceOptions | None = None,
+        gateway: GatewayClient | None = None,
+    ) -> None:
+        self.config = config
+        self.options = options or ServiceOptions()
+        self.network = network_by_name(config.network)
+        self.limits = Limits(
+            config.session_budget_usd, config.max_per_call_usd, config.daily_budget_usd
+        )
+        self._wallet = wallet
+        policy = SigningPolicy(
+            self.network, usd_to_atomic(config.max_per_call_usd), pay_to=config.pay_to
+        )
+        # Nothing pays unless a tool call binds its own PaidCall (gateway.paid_by): a catalog
+        # or a download that answers 402 is refused.
+        self.payer = X402Payer(self._account, policy, approve=refuse_payment)
+        self.gateway = gateway or GatewayClient(config.api_url, self.payer)
+        self.catalog = Catalog(self.gateway.list_models)
+        self.media = MediaStore(config.output_dir, config.api_url)
+        self._ledger: Ledger | None = None
+        self._sessions: dict[str, SessionBudget] = {}
+        self._reconciling = anyio.Lock()
+        self.chat = Chat(self)
+        self.images = Images(self)
+        self.video = Video(self)
+        self.models = Models(self)
+        self.account = Account(self)
+
+    # --- wiring ---------------------------------------------------------------------------
+
+    @property
+    def ledger(self) -> Ledger:
+        if self._ledger is None:
+            from blockrun_mcp.ledger import Ledger  # sqlite: imported on first use
+
+            try:
+                self.config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self._ledger = Ledger(self.config.data_dir / "ledger.sqlite3")
+            except OSError as exc:
+                raise ToolFailure(
+                    f"The ledger in {self.config.data_dir} could not be opened ({exc}); set "
+                    "BLOCKRUN_DATA_DIR to a writable folder. Nothing was signed."
+                ) from None
+        return self._ledger
+
+    def session(self, key: str) -> SessionBudget:
+        budget = self._sessions.get(key)
+        if budget is None:
+            budget = SessionBudget(self.ledger, key, self.limits, self.network.name)
+            self._sessions[key] = budget
+        return budget
+
+    def forget_session(self, session_id: str) -> None:
+        """An HTTP session ended: its budget object goes (its spend stays in the ledger)."""
+        self._sessions.pop(f"http-{session_id}", None)
+
+    @staticmethod
+    def new_session_key(prefix: str = "stdio") -> str:
+        return f"{prefix}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+    def wallet(self) -> Wallet:
+        if self._wallet is None:
+            wallet = find_wallet(self.config)
+            if wallet is None:
+                raise WalletError(
+                    "No wallet is configured, so paid models cannot be used (free nvidia/* models "
+                    "still work). Run `blockrun-mcp wallet create`, or set BLOCKRUN_WALLET_KEY."
+                )
+            self._wallet = wallet
+        return self._wallet
+
+    def _account(self) -> LocalAccount:
+        return self.wallet().account
+
+    def paid_call(
+        self, budget: SessionBudget, *, tool: str, model: str, estimate_usd: float | None
+    ) -> PaidCall:
+        return PaidCall(budget, tool=tool, model=model, estimate_usd=estimate_usd)
+
+    async def model(self, model: str | None, kind: str) -> CatalogEntry:
+        """The catalog entry for a tool's `model` argument, or the family's default."""
+        wanted = arguments.model_id(model)
+        if wanted is None:
+            return await self.catalog.default(kind)
+        return await self.catalog.lookup(wanted, kind)
+
+    async def aclose(self) -> None:
+        await self.gateway.aclose()
+        if self._ledger is not None:
+            self._ledger.close()
+
+    # --- the money rule over time ---------------------------------------------------------
+
+    async def reconcile(self) -> Reconciliation:
+        """Settle or release, as the chain says, the signed payments whose outcome is unknown."""
+        from blockrun_mcp.chain import ChainReader
+        from blockrun_mcp.payments import reconcile
+
+        async with self._reconciling, ChainReader(self.config.rpc_url, self.network.usdc) as chain:
+            return await reconcile(
+                self.ledger, chain, self.network.name, local_now=self.options.clock()
+            )
+
+    async def reconcile_periodically(self) -> None:
+        """The server's own pass over open payments, for as long as it runs. Never raises: a
+        chain that cannot be read only leaves the payments counted, as the rule says."""
+        from blockrun_mcp.payments import FIRST_RECONCILE_DELAY_SECONDS, RECONCILE_INTERVAL_SECONDS
+
+        await anyio.sleep(FIRST_RECONCILE_DELAY_SECONDS)
+        while True:
+            try:
+                outcome = await self.reconcile()
+                if outcome.chain_error:
+                    log.warning("reconciling payments: %s", outcome.chain_error)
+            except Exception:
+                log.exception("reconciling payments failed")
+            await anyio.sleep(RECONCILE_INTERVAL_SECONDS)
