@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from blockrun_mcp.wallet import Wallet
 
 GATEWAY_TIMEOUT_SECONDS = 5.0
+MIN_TOKEN_CHARS = 16  # as transports.check_http_binding demands (not imported: it pulls in more)
 STDIO_TIMEOUT_SECONDS = 30.0
 # The PATH a GUI app gets on macOS (launchd) and often on Linux desktops: no ~/.local/bin.
 GUI_HOST_PATH = ("/usr/bin", "/bin", "/usr/sbin", "/sbin")
@@ -88,6 +89,18 @@ def _settings(env: dict[str, str], checks: list[Check]) -> Config:
         used = [n for n in ENV_VARS if env.get(n, "").strip()]
         detail = f"valid ({', '.join(used)})" if used else "valid (all defaults)"
         checks.append(Check("settings", OK, detail))
+    token = env.get("BLOCKRUN_HTTP_TOKEN", "").strip()
+    if token and len(token) < MIN_TOKEN_CHARS:
+        checks.append(
+            Check(
+                "settings",
+                WARN,
+                f"BLOCKRUN_HTTP_TOKEN is shorter than {MIN_TOKEN_CHARS} characters: "
+                "`serve --transport http` refuses to start with it (stdio does not use it)",
+                "set BLOCKRUN_HTTP_TOKEN to a long random token, e.g. "
+                'python3 -c "import secrets; print(secrets.token_urlsafe(32))"',
+            )
+        )
     for name in sorted(env):
         if name.startswith("BLOCKRUN_") and name not in ENV_VARS:
             close = difflib.get_close_matches(name, ENV_VARS, n=1, cutoff=0.6)

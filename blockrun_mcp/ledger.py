@@ -165,7 +165,8 @@ class Ledger:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         # In WAL mode NORMAL still survives a killed process (the WAL is in the OS's hands at
-        # commit); it only gives up fsync per commit, which cost ~0.4 ms on every ledger write.
+        # commit); it only gives up an fsync per commit, a cost on every ledger write (measured
+        # in bench/README.md).
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(SCHEMA + TOTALS_SCHEMA)

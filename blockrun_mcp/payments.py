@@ -245,7 +245,12 @@ class PaidCall:
         tb: TracebackType | None,
     ) -> None:
         if exc is not None and isinstance(exc, anyio.get_cancelled_exc_class()):
-            self.record("the call was cancelled after the payment was signed")
+            # Settled or not, the agent got no answer for this money: say so where it is spent.
+            for hold in self.holds:
+                if hold.nonce is not None and not hold.released:
+                    hold.ledger.add_note(
+                        hold.payment_id, "the call was cancelled after the payment was signed"
+                    )
 
     @asynccontextmanager
     async def deadline(self, seconds: float, setting: str) -> AsyncIterator[None]:

@@ -1,8 +1,8 @@
 """MCP's stdio wire over pipes, read and written on the event loop itself.
 
 The SDK's stdio transport wraps stdin and stdout in anyio's thread-backed files: every line read
-and every line written (and its flush) is a hop to a worker thread and back. That was ~14% of
-the server's CPU per paid call and ~0.3 ms of every tool call's round trip (bench/README.md).
+and every line written (and its flush) is a hop to a worker thread and back, a measurable share
+of the server's CPU per paid call and of every tool call's round trip (bench/README.md).
 MCP hosts connect us by pipes, and a pipe can be polled, so here a line is one non-blocking
 read or write and the event loop waits for readiness instead of a thread. Anything that is not
 a pipe or socket (a terminal, a file, Windows) keeps the SDK's transport.

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from blockrun_mcp.service import BlockrunService
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+MIN_TOKEN_CHARS = 16
 SANDBOX_FUNDING = (
     "Sandbox: a throwaway wallet the built-in sandbox gateway funds with $10 of pretend USDC."
 )
@@ -71,15 +72,23 @@ async def serve_stdio(service: BlockrunService) -> None:
 
 
 class BearerAuth:
-    """ASGI middleware: every HTTP request must carry `Authorization: Bearer <token>`."""
+    """ASGI middleware: every HTTP request must carry `Authorization: Bearer <token>`.
+
+    The scheme name is case-insensitive (RFC 7235: "bearer" and "BEARER" are Bearer); the token
+    is compared exactly, in constant time.
+    """
 
     def __init__(self, app: Any, token: str) -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.expected = token.encode()
+
+    def _token_of(self, header: bytes) -> bytes:
+        scheme, _, token = header.strip().partition(b" ")
+        return token.strip() if scheme.lower() == b"bearer" else b""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            supplied = dict(scope.get("headers") or []).get(b"authorization", b"")
+            supplied = self._token_of(dict(scope.get("headers") or []).get(b"authorization", b""))
             if not hmac.compare_digest(supplied, self.expected):
                 from starlette.responses import JSONResponse
 
@@ -97,6 +106,13 @@ class BearerAuth:
 
 
 def check_http_binding(host: str, config: Config) -> None:
+    """Only where HTTP is served: a stdio server never reads BLOCKRUN_HTTP_TOKEN."""
+    token = config.http_token.get_secret_value() if config.http_token else ""
+    if token and len(token) < MIN_TOKEN_CHARS:
+        raise ConfigError(
+            f"BLOCKRUN_HTTP_TOKEN is shorter than {MIN_TOKEN_CHARS} characters; use a long random "
+            'token (e.g. python3 -c "import secrets; print(secrets.token_urlsafe(32))")'
+        )
     if not is_loopback(host) and config.http_token is None:
         raise ConfigError(
             f"Refusing to serve HTTP on {host} without a token: anyone who can reach it could spend "

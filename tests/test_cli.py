@@ -690,7 +690,6 @@ def test_doctor_json_lists_every_check(tmp_path, sandbox, rpc):
         ("BLOCKRUN_DAILY_BUDGET_USD", "nan", "0 or more"),
         ("BLOCKRUN_API_URL", "http://gateway.example.com/api", "plain http"),
         ("BLOCKRUN_API_URL", "blockrun.ai/api", "not an http(s) URL"),
-        ("BLOCKRUN_HTTP_TOKEN", "short", "shorter than 16"),
         ("BLOCKRUN_RPC_URL", "ws://mainnet.base.org", "not an http(s) URL"),
     ],
 )
@@ -701,6 +700,15 @@ def test_doctor_names_each_bad_setting(tmp_path, sandbox, rpc, name, value, says
     assert name in failure.fix
     # The other checks still run, on the defaults.
     assert only(checks, "key").status == doctor.OK
+
+
+def test_doctor_warns_that_a_short_http_token_stops_only_the_http_server(tmp_path, sandbox, rpc):
+    checks = checks_of(healthy_env(tmp_path, sandbox, rpc, BLOCKRUN_HTTP_TOKEN="short"))
+    statuses = {c.status for c in checks["settings"]}
+    assert doctor.FAIL not in statuses
+    (warning,) = [c for c in checks["settings"] if c.status == doctor.WARN]
+    assert "shorter than 16" in warning.detail and "--transport http" in warning.detail
+    assert "short" not in warning.fix.replace("shorter", "")
 
 
 def test_doctor_exits_non_zero_and_the_server_refuses_a_bad_setting(tmp_path, sandbox, rpc):

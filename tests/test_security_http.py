@@ -94,6 +94,42 @@ async def test_the_token_counts_only_as_a_bearer_header(sandbox, tmp_path):
     assert not (tmp_path / "data" / "ledger.sqlite3").exists()
 
 
+async def test_the_bearer_scheme_is_case_insensitive(sandbox, tmp_path):
+    """RFC 7235: the scheme is case-insensitive; the token itself is not."""
+    service, _ = make_service(tmp_path, sandbox, env={"BLOCKRUN_HTTP_TOKEN": TOKEN})
+    with http_server(service) as url:
+        for scheme in ("bearer", "BEARER", "bEaReR"):
+            response = await _post(url, {"Authorization": f"{scheme} {TOKEN}"})
+            assert response.status_code == 200, scheme
+        refused = await _post(url, {"Authorization": f"Bearer {TOKEN.upper()}"})
+        assert refused.status_code == 401
+
+
+def test_a_short_token_stops_only_the_http_server(tmp_path):
+    config = load_config(
+        {
+            "HOME": str(tmp_path),
+            "BLOCKRUN_DATA_DIR": str(tmp_path / "d"),
+            "BLOCKRUN_HTTP_TOKEN": "short",
+        }
+    )
+    assert config.http_token is not None  # stdio starts: it never reads the token
+    for host in ("127.0.0.1", "0.0.0.0"):
+        with pytest.raises(ConfigError, match="shorter than 16"):
+            check_http_binding(host, config)
+
+
+async def test_a_stdio_server_starts_with_a_short_http_token(tmp_path):
+    from mcp import Client, StdioServerParameters
+
+    env = subprocess_env(tmp_path, BLOCKRUN_HTTP_TOKEN="short")
+    params = StdioServerParameters(command=PYTHON, args=["-m", "blockrun_mcp"], env=env)
+    with anyio.fail_after(60):
+        async with Client(params, mode="legacy") as client:
+            tools = (await client.list_tools()).tools
+    assert "ask_model" in {tool.name for tool in tools}
+
+
 @pytest.mark.parametrize(
     "host", ["0.0.0.0", "::", "192.0.2.10", "10.1.2.3", "myhost.example", "LOCALHOST"]
 )

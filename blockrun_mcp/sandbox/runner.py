@@ -29,7 +29,8 @@ GRACEFUL_SHUTDOWN_SECONDS = 1
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto must be IPPROTO_TCP, not the default 0: asyncio only sets TCP_NODELAY on accepted
-    # sockets whose proto says TCP, and without it Nagle + delayed ACK add 40 ms per response.
+    # sockets whose proto says TCP, and without it Nagle + delayed ACK delay every response
+    # (bench/README.md has the figure).
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))

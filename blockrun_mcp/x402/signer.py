@@ -110,9 +110,9 @@ def sign_digest(account: LocalAccount, digest: bytes) -> str:
     """`account`'s signature of a 32-byte EIP-712 digest, as 0x r || s || v (v = 27 or 28).
 
     eth-account signs through this same library (coincurve, RFC 6979 nonces, low s), but
-    rebuilds an eth-keys key and derives its public key on every call: 0.14 ms against 0.02 ms
-    here, on the path of every paid call. tests/test_eip3009.py checks both signatures are equal
-    byte for byte.
+    rebuilds an eth-keys key and derives its public key on every call, several times the cost
+    of this on the path of every paid call (bench/README.md). tests/test_eip3009.py checks both
+    signatures are equal byte for byte.
     """
     key = _signing_keys.get(account)
     if key is None:

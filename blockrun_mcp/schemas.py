@@ -1,0 +1,75 @@
+"""The tools' JSON schemas made short: the whole tool list goes to the host's model on every turn.
+
+Both transformations keep what a schema accepts exactly as it was; tests/test_schemas.py checks
+that against schemas pydantic writes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def compact(node: Any, *, optional_inputs: bool = False, in_properties: bool = False) -> Any:
+    """Shrink a JSON schema: drop pydantic's titles and null defaults, fold nullable unions.
+
+    The whole tool list goes to the host's model on every turn, so every byte counts.
+    In output schemas `anyOf: [{type: X}, {type: null}]` becomes the equivalent `type: [X, "null"]`.
+    In input schemas (`optional_inputs`) an optional parameter is simply `type: X`: omitting it
+    is how a caller says "none", and an explicit null is still accepted by validation.
+    """
+    if isinstance(node, list):
+        return [compact(item, optional_inputs=optional_inputs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    any_of = node.get("anyOf")
+    if isinstance(any_of, list) and {"type": "null"} in any_of:
+        others = [option for option in any_of if option != {"type": "null"}]
+        if len(others) == 1 and set(others[0]) == {"type"} and isinstance(others[0]["type"], str):
+            node = {k: v for k, v in node.items() if k != "anyOf"}
+            node["type"] = others[0]["type"] if optional_inputs else [others[0]["type"], "null"]
+    result = {}
+    for key, value in node.items():
+        if not in_properties and key == "title" and isinstance(value, str):
+            continue
+        if key == "default" and value is None:
+            continue
+        result[key] = compact(
+            value,
+            optional_inputs=optional_inputs,
+            in_properties=key in ("properties", "$defs") and not in_properties,
+        )
+    return result
+
+
+def inline_single_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """Put each `$defs` entry used exactly once where it is used, and drop `$defs` if emptied.
+
+    Shorter for the host's model to read, and quicker for a client to
+    validate each result against (no reference to resolve). Shared or recursive ones stay.
+    """
+    definitions = schema.get("$defs")
+    if not isinstance(definitions, dict):
+        return schema
+    text = json.dumps(schema)
+    once = {
+        name: body
+        for name, body in definitions.items()
+        if text.count(f'"#/$defs/{name}"') == 1 and f'"#/$defs/{name}"' not in json.dumps(body)
+    }
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.removeprefix("#/$defs/") in once and len(node) == 1:
+            return inline(once[ref.removeprefix("#/$defs/")])
+        return {key: inline(value) for key, value in node.items() if key != "$defs"}
+
+    result = inline(schema)
+    remaining = {name: body for name, body in definitions.items() if name not in once}
+    if remaining:
+        result["$defs"] = remaining
+    return result
