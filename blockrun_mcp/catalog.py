@@ -110,7 +110,7 @@ class Catalog:
             return cached
         try:
             entries = await self._fetch()
-        except BlockrunError as exc:  # the gateway failed: fall back to what we had
+        except BlockrunError as exc:  # unreachable, or a catalog we refuse: keep what we had
             if cached is None:
                 raise
             age = int(now - cached.fetched_at)
@@ -119,7 +119,7 @@ class Catalog:
                 cached.entries,
                 cached.fetched_at,
                 stale=True,
-                note=f"The gateway could not be reached ({detail}); this list is {age} s old.",
+                note=f"The catalog could not be refreshed ({detail}); this list is {age} s old.",
             )
             return self._snapshot
         self._snapshot = CatalogSnapshot(entries, now)

@@ -20,6 +20,7 @@ from urllib.parse import urljoin, urlparse
 import anyio
 import httpx2
 
+from blockrun_mcp import safe_json
 from blockrun_mcp.errors import BlockrunError
 from blockrun_mcp.gateway_models import (
     CatalogEntry,
@@ -45,6 +46,9 @@ MAX_ANSWER_BYTES = MAX_BODY_BYTES
 # the answer it carries; one event (one line) never legitimately comes near this.
 MAX_STREAM_BYTES = 64 * 1024 * 1024
 MAX_EVENT_BYTES = 1024 * 1024
+# BlockRun lists dozens of models. A catalog of many thousands is broken or hostile, and shown
+# whole it would flood the agent's context (list_models returns every entry).
+MAX_CATALOG_ENTRIES = 2000
 VIDEO_POLL_INTERVAL_SECONDS = 3.0
 # Stop polling this long before the signed authorization expires: a poll arriving later could
 # not settle it in time, so further polls only burn time. (Stopping never releases the money:
@@ -180,7 +184,15 @@ class GatewayClient:
         elif isinstance(data, list):
             items = data
         if not isinstance(items, list):
-            raise GatewayError("The gateway's model catalog has neither `models` nor `data`.")
+            raise GatewayError(
+                "The gateway's model catalog has neither a `models` nor a `data` list, so it "
+                "is not a BlockRun catalog."
+            )
+        if len(items) > MAX_CATALOG_ENTRIES:
+            raise GatewayError(
+                f"The gateway's model catalog lists {len(items)} models, more than the "
+                f"{MAX_CATALOG_ENTRIES} a real catalog could have, so it was not used."
+            )
         entries = []
         for item in items:
             if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"]:
@@ -409,6 +421,11 @@ class GatewayClient:
             await read_body(response, MAX_ANSWER_BYTES)
         except httpx2.TransportError as exc:
             raise GatewayUnreachable(self.api_url, type(exc).__name__) from None
+        except httpx2.DecodingError:
+            raise GatewayError(
+                "The gateway's answer could not be decoded: its body does not match the "
+                "Content-Encoding it declared."
+            ) from None
         if response.status_code >= 400:
             raise GatewayError(
                 f"The gateway answered HTTP {response.status_code}: {error_text(response)}",
@@ -445,14 +462,26 @@ class GatewayClient:
     def _json(self, response: httpx2.Response, what: str) -> Any:
         if len(response.content) > MAX_ANSWER_BYTES:
             raise GatewayError(f"{what.capitalize()} is larger than {MAX_ANSWER_BYTES} bytes.")
+        status = response.status_code
         try:
-            return json.loads(response.content)
-        except (ValueError, RecursionError):
+            return safe_json.loads(response.content)
+        except safe_json.JsonTooDeep as exc:
             raise GatewayError(
-                f"The gateway sent {what} in a form that is not JSON "
-                f"(HTTP {response.status_code}).",
-                status=response.status_code,
+                f"The gateway sent {what} nested more than {exc.limit} levels deep, as no real "
+                f"answer is (HTTP {status}), so it was not read.",
+                status=status,
             ) from None
+        except safe_json.JsonUnbalanced as exc:
+            detail = str(exc)
+        except UnicodeDecodeError:
+            detail = "it is not UTF-8 text"
+        except ValueError:
+            kind = response.headers.get("content-type", "").split(";")[0].strip()[:60]
+            detail = f"it is {kind}" if kind and "json" not in kind else "it does not parse"
+        raise GatewayError(
+            f"The gateway sent {what} in a form that is not JSON ({detail}; HTTP {status}).",
+            status=status,
+        )
 
 
 def poll_url_for(api_url: str, job_id: str, poll_url: str | None) -> str:
@@ -477,7 +506,7 @@ def error_text(response: httpx2.Response) -> str:
     except httpx2.ResponseNotRead:
         return ""
     try:
-        data = json.loads(content)
+        data = safe_json.loads(content)
     except ValueError:
         return content.decode("utf-8", "replace").strip()[:300]
     if isinstance(data, dict):

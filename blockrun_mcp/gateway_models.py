@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from blockrun_mcp.x402.models import SettlementReceipt
 
+# Far above any real price (per million tokens, per image, per second of video): a catalog
+# saying more is broken or hostile, and its number must not reach an estimate or a budget.
+MAX_PRICE_USD = 1_000_000.0
+MAX_COUNT = 10**12  # tokens of context or output; more is not a real model
+MAX_DURATION_SECONDS = 86_400.0
+
+Price = Annotated[float, Field(ge=0, le=MAX_PRICE_USD, allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+
 
 class CatalogEntry(BaseModel):
-    """One model, normalized from either /v1/models shape. Prices in USD per million tokens."""
+    """One model, normalized from either /v1/models shape. Prices in USD per million tokens.
+
+    Every price is a finite number from 0 to MAX_PRICE_USD: NaN, infinity or a negative number
+    can never become a price, whoever builds the entry.
+    """
 
     model_config = ConfigDict(extra="ignore")
 
@@ -18,16 +32,18 @@ class CatalogEntry(BaseModel):
     name: str = ""
     description: str = ""
     provider: str = ""
-    input_price: float = 0.0
-    output_price: float = 0.0
-    context_window: int | None = None
-    max_output: int | None = None
+    input_price: Price = 0.0
+    output_price: Price = 0.0
+    context_window: Count | None = None
+    max_output: Count | None = None
     categories: list[str] = Field(default_factory=list)
     available: bool = True
-    flat_price: float | None = None  # per image, when the catalog has one
-    size_prices: dict[str, float] = Field(default_factory=dict)  # per image, by size
-    price_per_second: float | None = None  # video
-    max_duration_seconds: float | None = None
+    flat_price: Price | None = None  # per image, when the catalog has one
+    size_prices: dict[str, Price] = Field(default_factory=dict)  # per image, by size
+    price_per_second: Price | None = None  # video
+    max_duration_seconds: float | None = Field(
+        None, gt=0, le=MAX_DURATION_SECONDS, allow_inf_nan=False
+    )
 
     @property
     def is_free(self) -> bool:
@@ -40,50 +56,97 @@ class CatalogEntry(BaseModel):
 
     @classmethod
     def from_wire(cls, item: dict[str, Any]) -> CatalogEntry:
+        """The entry of one catalog item. A field of the wrong type is left out (a price that is
+        not a number at all is no price); a price that is a number but cannot be one (NaN,
+        infinite, negative, absurdly large) raises ValueError: that entry is unusable.
+        """
         pricing = item.get("pricing") if isinstance(item.get("pricing"), dict) else {}
         model_id = str(item.get("id", ""))
-        provider = item.get("provider") or (model_id.split("/", 1)[0] if "/" in model_id else "")
+        provider = _text(item.get("provider")) or (
+            model_id.split("/", 1)[0] if "/" in model_id else ""
+        )
         categories = item.get("categories")
         return cls(
             id=model_id,
-            name=item.get("name") or model_id,
-            description=item.get("description") or "",
-            provider=str(provider),
+            name=_text(item.get("name")) or model_id,
+            description=_text(item.get("description")),
+            provider=provider,
             input_price=_first(item.get("inputPrice"), pricing.get("input"), default=0.0),
             output_price=_first(item.get("outputPrice"), pricing.get("output"), default=0.0),
-            context_window=item.get("context_window") or item.get("contextWindow"),
-            max_output=item.get("max_output") or item.get("maxOutput"),
-            categories=[str(c) for c in categories] if isinstance(categories, list) else [],
+            context_window=_count(item.get("context_window"), item.get("contextWindow")),
+            max_output=_count(item.get("max_output"), item.get("maxOutput")),
+            categories=[c for c in categories if isinstance(c, str)]
+            if isinstance(categories, list)
+            else [],
             available=bool(item.get("available", True)),
             flat_price=_first(item.get("flatPrice"), pricing.get("flat"), default=None),
             price_per_second=_first(
                 item.get("pricePerSecond"), pricing.get("per_second"), default=None
             ),
             size_prices=_size_prices(item.get("sizePrices") or pricing.get("sizes")),
-            max_duration_seconds=item.get("max_duration_seconds") or item.get("maxDuration"),
+            max_duration_seconds=_seconds(
+                item.get("max_duration_seconds"), item.get("maxDuration")
+            ),
         )
 
 
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
 def _size_prices(value: Any) -> dict[str, float]:
+    """The per-size prices that are possible prices; the others are left out."""
     if not isinstance(value, dict):
         return {}
     prices = {}
     for size, price in value.items():
-        number = _first(price, default=None)
-        if number is not None and number >= 0:
+        number = _number(price)
+        if number is not None and 0 <= number <= MAX_PRICE_USD:
             prices[str(size)] = number
     return prices
 
 
 def _first(*values: Any, default: float | None) -> float | None:
+    """The first value that is a number (or a numeric string) as a price, else `default`.
+    A number that cannot be a price raises ValueError rather than be passed over."""
     for value in values:
-        if value is None:
+        number = _number(value)
+        if number is None:
             continue
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            continue
+        if not 0 <= number <= MAX_PRICE_USD:  # also false for NaN
+            raise ValueError(f"{number!r} is not a price")
+        return number
     return default
+
+
+def _count(*values: Any) -> int | None:
+    """The first value that is a whole number from 1 to MAX_COUNT, else None."""
+    for value in values:
+        number = _number(value)
+        if number is not None and 1 <= number <= MAX_COUNT and number == int(number):
+            return int(number)
+    return None
+
+
+def _seconds(*values: Any) -> float | None:
+    for value in values:
+        number = _number(value)
+        if number is not None and 0 < number <= MAX_DURATION_SECONDS:
+            return number
+    return None
+
+
+def _number(value: Any) -> float | None:
+    """`value` as a float when it is a number or a numeric string; None when it is not one.
+    (NaN and the infinities come back as themselves; a number beyond a float is infinity.)"""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond any float
+        return math.inf
+    except ValueError:
+        return None
 
 
 class ChatMessage(BaseModel):

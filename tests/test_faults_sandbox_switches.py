@@ -241,6 +241,29 @@ async def test_receipt_amount_lies_on_the_completed_video_poll(sandbox, http, fu
     assert _receipt(again)["amount"] == "50000"
 
 
+async def test_after_settlement_faults_answer_a_video_poll_as_a_chat_and_count_once(
+    sandbox, http, funded_account
+):
+    """Both settled answers go through one fault sequence: the same garbage, one count each."""
+    state = sandbox.state
+    state.set_faults(video_polls_before_done=0)
+    payment, submitted = await _pay(
+        http, f"{sandbox.base_url}/v1/videos/generations", VIDEO, funded_account
+    )
+    state.set_faults(omit_receipt=True, malformed_success_body=True, times=2)
+    header = {payment.header_name: payment.header_value}
+    settling = await http.get(submitted.json()["poll_url"], headers=header)
+    # Two faults met, one request counted: `times` has one left, for the chat.
+    _, chat = await _pay(
+        http, sandbox.base_url + CHAT_PATH, chat_request().wire(stream=False), funded_account
+    )
+    for answer in (settling, chat):
+        assert answer.status_code == 200 and answer.text.startswith("<html>")
+        assert answer.headers["content-type"].startswith("text/html")
+        assert "payment-response" not in answer.headers
+    assert len(state.settlements) == 2 and not state.faults.omit_receipt
+
+
 async def test_image_count_answers_that_many_distinct_sandbox_urls(sandbox, http, funded_account):
     state = sandbox.state
     state.set_faults(image_count=5)

@@ -184,3 +184,31 @@ def test_inputs_still_accept_an_explicit_null_for_an_optional_parameter():
     schema = compact(Leaf.model_json_schema(), optional_inputs=True)
     assert _accepts(schema, {"title": "t"})
     assert Leaf.model_validate({"title": "t", "size": None}).size is None
+
+
+def test_inline_single_refs_keeps_shared_and_recursive_definitions():
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "once": {"$ref": "#/$defs/Once"},
+            "a": {"$ref": "#/$defs/Shared"},
+            "b": {"type": "array", "items": {"$ref": "#/$defs/Shared"}},
+            "tree": {"$ref": "#/$defs/Node"},
+        },
+        "$defs": {
+            "Once": {"type": "object", "properties": {"x": {"type": "integer"}}},
+            "Shared": {"type": "string"},
+            "Node": {"type": "object", "properties": {"child": {"$ref": "#/$defs/Node"}}},
+        },
+    }
+    inlined = inline_single_refs(schema)
+    assert inlined["properties"]["once"] == schema["$defs"]["Once"]
+    assert inlined["properties"]["a"] == {"$ref": "#/$defs/Shared"}
+    assert inlined["properties"]["tree"] == {"$ref": "#/$defs/Node"}
+    assert set(inlined["$defs"]) == {"Shared", "Node"}
+    valid = {"once": {"x": 1}, "a": "s", "b": ["t"], "tree": {"child": {"child": {}}}}
+    for document, ok in ((valid, True), ({**valid, "once": {"x": "no"}}, False)):
+        assert jsonschema.Draft202012Validator(inlined).is_valid(document) is ok
+        assert jsonschema.Draft202012Validator(schema).is_valid(document) is ok
+    assert inline_single_refs({"type": "object"}) == {"type": "object"}

@@ -6,7 +6,6 @@ import json
 import math
 from pathlib import Path
 
-import jsonschema
 import pytest
 
 from tests.payer_support import assert_every_payment_valid
@@ -65,35 +64,6 @@ async def test_every_tool_has_an_output_schema(sandbox, tmp_path):
             assert "$ref" not in json.dumps(tool.output_schema), tool.name
         usage = schema["properties"]["usage"]
         assert usage["type"] == "object" and "total_tokens" in usage["properties"]
-
-
-def test_inline_refs_keeps_shared_and_recursive_definitions():
-    from blockrun_mcp.server import _inline_refs
-
-    schema = {
-        "type": "object",
-        "properties": {
-            "once": {"$ref": "#/$defs/Once"},
-            "a": {"$ref": "#/$defs/Shared"},
-            "b": {"type": "array", "items": {"$ref": "#/$defs/Shared"}},
-            "tree": {"$ref": "#/$defs/Node"},
-        },
-        "$defs": {
-            "Once": {"type": "object", "properties": {"x": {"type": "integer"}}},
-            "Shared": {"type": "string"},
-            "Node": {"type": "object", "properties": {"child": {"$ref": "#/$defs/Node"}}},
-        },
-    }
-    inlined = _inline_refs(schema)
-    assert inlined["properties"]["once"] == schema["$defs"]["Once"]
-    assert inlined["properties"]["a"] == {"$ref": "#/$defs/Shared"}
-    assert inlined["properties"]["tree"] == {"$ref": "#/$defs/Node"}
-    assert set(inlined["$defs"]) == {"Shared", "Node"}
-    valid = {"once": {"x": 1}, "a": "s", "b": ["t"], "tree": {"child": {"child": {}}}}
-    for document, ok in ((valid, True), ({**valid, "once": {"x": "no"}}, False)):
-        assert jsonschema.Draft202012Validator(inlined).is_valid(document) is ok
-        assert jsonschema.Draft202012Validator(schema).is_valid(document) is ok
-    assert _inline_refs({"type": "object"}) == {"type": "object"}
 
 
 async def test_ask_model_returns_every_contract_field(sandbox, tmp_path):

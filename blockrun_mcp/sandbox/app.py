@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
@@ -27,12 +28,14 @@ from blockrun_mcp.sandbox import bodies, media, payments, replies, rpc, terms
 from blockrun_mcp.sandbox.bodies import BadRequest, PricedRequest, VideoBody
 from blockrun_mcp.sandbox.catalog import catalog_body
 from blockrun_mcp.sandbox.drops import DroppedResponse, cut_stream
-from blockrun_mcp.sandbox.faults import Faults
+from blockrun_mcp.sandbox.faults import CountOnce, Faults
 from blockrun_mcp.sandbox.payments import PaymentRejection
-from blockrun_mcp.sandbox.state import SandboxState, Settlement, VerifiedPayment, VideoJob
+from blockrun_mcp.sandbox.state import SandboxState, VerifiedPayment, VideoJob
 
 Receipt = dict[str, str] | None  # None: a free request, nothing was paid
 Deliver = Callable[["PaidCall", Receipt], Awaitable[Response]]
+Answer = Callable[[dict[str, str]], Awaitable[Response]]  # a settled answer, given its receipt
+FillerHead = tuple[bytes, str]  # how a never-ending answer starts, and its media type
 Parse = Callable[[Any], PricedRequest]
 
 PROXY_TIMEOUT_STATUS = 524  # what the proxy in front of BlockRun answers when it cuts a request
@@ -47,7 +50,10 @@ class PaidCall:
     state: SandboxState
     faults: Faults
     priced: PricedRequest
-    counted: bool = field(default=False)
+    fault_hit: CountOnce = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.fault_hit = CountOnce(self.state.fault_hit)
 
     @property
     def path(self) -> str:
@@ -60,12 +66,6 @@ class PaidCall:
     @property
     def streaming(self) -> bool:
         return bool(getattr(self.priced.body, "stream", False))
-
-    def fault_hit(self) -> None:
-        """Count this request against `faults.times`, once however many faults it meets."""
-        if not self.counted:
-            self.counted = True
-            self.state.fault_hit()
 
 
 def _error_type(status: int) -> str:
@@ -195,7 +195,17 @@ class Gateway:
             settlement = payments.settle(state, verified, call.path)
         except PaymentRejection as rejection:
             return _rejection(rejection)
-        return await self._after_settlement(call, settlement, verified.version, deliver)
+        receipt = payments.receipt_headers(
+            settlement, version=verified.version, claimed_amount=faults.receipt_amount
+        )
+        return await self._after_settlement(
+            faults,
+            call.fault_hit,
+            receipt,
+            partial(deliver, call),
+            streaming=call.streaming,
+            filler_head=self._filler_head(call),
+        )
 
     def _unpaid(self, call: PaidCall, key: str, *, video: bool) -> Response:
         faults = call.faults
@@ -223,40 +233,48 @@ class Gateway:
         )
 
     async def _after_settlement(
-        self, call: PaidCall, settlement: Settlement, version: int, deliver: Deliver
+        self,
+        faults: Faults,
+        fault_hit: CountOnce,
+        receipt: dict[str, str],
+        answer: Answer,
+        *,
+        streaming: bool,
+        filler_head: FillerHead | None,
     ) -> Response:
-        faults = call.faults
+        """The answer to the request that settled a payment, as the after-settlement faults make it.
+
+        That request is a paid chat or image call, or the video poll that settled its job (later
+        polls get the clean answer, as a retry would). `answer` builds the normal answer with the
+        receipt it is given. A stream is cut in its delivery, so `streaming` spares it the 524.
+        `filler_head` starts the filler answers (trickle_at="answer", huge bodies); a video poll
+        has none, as trickle_at="poll" dribbles every poll answer whole (see video_poll).
+        """
         if faults.status_after_settlement:
-            call.fault_hit()  # paid, answer lost: a retry of the same header meets PAYMENT_REPLAY
+            fault_hit()  # paid, answer lost: a retry of the same header meets PAYMENT_REPLAY
             return _fault_status(faults.status_after_settlement)
         if faults.drop_after_settlement:
-            call.fault_hit()
+            fault_hit()
             return DroppedResponse()
-        if faults.stream_cut_after_chunks is not None and not call.streaming:
-            call.fault_hit()  # the proxy gave up on a silent connection; its 524 has no receipt
+        if faults.stream_cut_after_chunks is not None and not streaming:
+            fault_hit()  # the proxy gave up on a silent connection; its 524 has no receipt
             return _error(PROXY_TIMEOUT_STATUS, "A timeout occurred", "ORIGIN_TIMEOUT")
-        receipt = (
-            {}
-            if faults.omit_receipt
-            else payments.receipt_headers(
-                settlement, version=version, claimed_amount=faults.receipt_amount
-            )
-        )
         if faults.omit_receipt:
-            call.fault_hit()
-        if faults.trickle_seconds and faults.trickle_at == "answer":
-            head, media_type = self._filler_head(call)
-            return self._trickle(200, receipt or {}, media_type, head, b"A", faults.trickle_seconds)
-        if faults.huge_success_body_bytes:
-            return self._huge_body(call, faults.huge_success_body_bytes, receipt)
+            fault_hit()
+            receipt = {}
+        if filler_head and faults.trickle_seconds and faults.trickle_at == "answer":
+            head, media_type = filler_head
+            return self._trickle(200, receipt, media_type, head, b"A", faults.trickle_seconds)
+        if filler_head and faults.huge_success_body_bytes:
+            return self._huge_body(filler_head, faults.huge_success_body_bytes, receipt)
         if faults.malformed_success_body:
-            call.fault_hit()
+            fault_hit()
             return Response(
                 "<html><body>upstream returned garbage</body></html>",
                 media_type="text/html",
                 headers=receipt,
             )
-        return await deliver(call, receipt)
+        return await answer(receipt)
 
     # deliveries
     async def _model_latency(self, call: PaidCall) -> None:
@@ -293,16 +311,16 @@ class Gateway:
         return JSONResponse(replies.responses_body(reply), headers=receipt)
 
     @staticmethod
-    def _filler_head(call: PaidCall) -> tuple[bytes, str]:
+    def _filler_head(call: PaidCall) -> FillerHead:
         """The start of an answer that filler can continue without ever completing it."""
         if call.streaming:
             return b'data: {"choices":[{"delta":{"content":"', "text/event-stream"
         return b'{"data":[{"url":"data:image/png;base64,', "application/json"
 
-    def _huge_body(self, call: PaidCall, size: int, receipt: Receipt) -> Response:
+    def _huge_body(self, filler_head: FillerHead, size: int, receipt: Receipt) -> Response:
         """An answer of `size` bytes, streamed: what a client reads of it is counted."""
         state = self.state
-        head, media_type = self._filler_head(call)
+        head, media_type = filler_head
         filler = b"A" * 65536
 
         async def body() -> AsyncIterator[bytes]:
@@ -426,17 +444,17 @@ class Gateway:
         except PaymentRejection as rejection:
             return _rejection(rejection)
         faults = state.faults_for(request.url.path)
-        response = self._advance_job(request, job, faults)
+        response = await self._advance_job(request, job, faults)
         # A dropped connection has no body to dribble.
         seconds = faults.trickle_seconds if faults.trickle_at == "poll" else None
         if seconds and not isinstance(response, DroppedResponse | StreamingResponse):
             return self._trickled(response, seconds)
         return response
 
-    def _advance_job(self, request: Request, job: VideoJob, faults: Faults) -> Response:
+    async def _advance_job(self, request: Request, job: VideoJob, faults: Faults) -> Response:
         state = self.state
         if job.status == "completed" and job.settlement is not None:
-            return self._job_completed(job, faults.receipt_amount)
+            return await self._job_completed(job, self._job_receipt(job, faults))
         if job.status == "failed":
             return JSONResponse({"id": job.id, "status": "failed", "error": job.error})
         with state.lock:
@@ -460,51 +478,26 @@ class Gateway:
         url = media.store_video(state, job.id, f"{job.model}|{job.prompt}", base_url)
         with state.lock:
             job.status, job.url, job.settlement = "completed", faults.media_url or url, settlement
-        return self._settling_poll(job, faults)
-
-    def _settling_poll(self, job: VideoJob, faults: Faults) -> Response:
-        """The answer to the poll that settled a job: where the after-settlement faults cut in.
-
-        Later polls of the job get the clean completed answer, as a retry would.
-        """
-        hit = [False]
-
-        def fault_hit() -> None:
-            if not hit[0]:
-                hit[0] = True
-                self.state.fault_hit()
-
-        if faults.status_after_settlement:
-            fault_hit()
-            return _fault_status(faults.status_after_settlement)
-        if faults.drop_after_settlement:
-            fault_hit()
-            return DroppedResponse()
-        if faults.stream_cut_after_chunks is not None:
-            fault_hit()
-            return _error(PROXY_TIMEOUT_STATUS, "A timeout occurred", "ORIGIN_TIMEOUT")
-        completed = self._job_completed(job, faults.receipt_amount)
-        if faults.omit_receipt:
-            fault_hit()
-            completed = JSONResponse(json.loads(completed.body))
-        if faults.malformed_success_body:
-            fault_hit()
-            return Response(
-                "<html><body>upstream returned garbage</body></html>",
-                media_type="text/html",
-                headers={
-                    k: v for k, v in completed.headers.items() if k.lower() != "content-length"
-                },
-            )
-        return completed
-
-    def _job_completed(self, job: VideoJob, claimed_amount: str | None = None) -> Response:
-        assert job.settlement is not None
-        body = {"id": job.id, "status": "completed", "model": job.model, "data": [{"url": job.url}]}
-        headers = payments.receipt_headers(
-            job.settlement, version=job.payment.version, claimed_amount=claimed_amount
+        return await self._after_settlement(
+            faults,
+            CountOnce(state.fault_hit),
+            self._job_receipt(job, faults),
+            partial(self._job_completed, job),
+            streaming=False,
+            filler_head=None,  # trickle_at="poll" dribbles it in video_poll, like every poll
         )
-        return JSONResponse(body, headers=headers)
+
+    @staticmethod
+    def _job_receipt(job: VideoJob, faults: Faults) -> dict[str, str]:
+        assert job.settlement is not None
+        return payments.receipt_headers(
+            job.settlement, version=job.payment.version, claimed_amount=faults.receipt_amount
+        )
+
+    @staticmethod
+    async def _job_completed(job: VideoJob, receipt: Receipt) -> Response:
+        body = {"id": job.id, "status": "completed", "model": job.model, "data": [{"url": job.url}]}
+        return JSONResponse(body, headers=receipt)
 
     # the stand-in chain
     async def json_rpc(self, request: Request) -> Response:

@@ -9,6 +9,7 @@ stand-in chain as a whole: `endpoints` does not scope them and `times` does not 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -43,6 +44,23 @@ COUNTED_FAULTS: tuple[str, ...] = (
     "stream_cut_after_chunks",
     "malformed_402",
 )
+
+
+class CountOnce:
+    """Counts one request against `times` the first time it is called, never again.
+
+    `times` counts requests, not faults: a request that both omits its receipt and garbles its
+    body uses up one. Make one per request around `SandboxState.fault_hit`.
+    """
+
+    def __init__(self, count: Callable[[], None]) -> None:
+        self._count = count
+        self._counted = False
+
+    def __call__(self) -> None:
+        if not self._counted:
+            self._counted = True
+            self._count()
 
 
 class Faults(BaseModel):
