@@ -12,7 +12,6 @@ an unusable answer as "unused" would release money that may already have moved.
 from __future__ import annotations
 
 import itertools
-import json
 import re
 from types import TracebackType
 from typing import Any, Self
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpx2
 
+from blockrun_mcp import safe_json
 from blockrun_mcp.errors import BlockrunError
 
 BALANCE_OF = "0x70a08231"  # keccak("balanceOf(address)")[:4]
@@ -67,7 +67,7 @@ def usdc_balance_atomic(
             follow_redirects=False,
         )
         response.raise_for_status()
-        answer = response.json()
+        answer = safe_json.loads(response.content)
     except (httpx2.HTTPError, ValueError) as exc:
         raise BalanceUnavailable(f"{shown_url(rpc_url)}: {type(exc).__name__}") from None
     result = answer.get("result") if isinstance(answer, dict) else None
@@ -205,7 +205,7 @@ class ChainReader:
             # The name only: httpx's messages can quote the URL, and with it an API key.
             raise self._unavailable(type(exc).__name__) from None
         try:
-            answer = json.loads(body)
+            answer = safe_json.loads(body)
         except (ValueError, RecursionError):
             raise self._unavailable(f"the answer is not JSON: {_shown(body)}") from None
         if not isinstance(answer, dict):

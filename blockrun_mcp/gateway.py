@@ -9,7 +9,6 @@ did.
 from __future__ import annotations
 
 import copy
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import suppress
@@ -178,11 +177,10 @@ class GatewayClient:
     async def list_models(self) -> list[CatalogEntry]:
         response = await self._send(self.http.build_request("GET", self.endpoint("/v1/models")))
         data = self._json(response, "the model catalog")
-        items = None
+        items = data
         if isinstance(data, dict):
-            items = data.get("models", data.get("data"))
-        elif isinstance(data, list):
-            items = data
+            lists = [v for v in (data.get("models"), data.get("data")) if isinstance(v, list)]
+            items = lists[0] if lists else None
         if not isinstance(items, list):
             raise GatewayError(
                 "The gateway's model catalog has neither a `models` nor a `data` list, so it "
@@ -471,13 +469,16 @@ class GatewayClient:
                 f"answer is (HTTP {status}), so it was not read.",
                 status=status,
             ) from None
-        except safe_json.JsonUnbalanced as exc:
-            detail = str(exc)
-        except UnicodeDecodeError:
-            detail = "it is not UTF-8 text"
-        except ValueError:
+        except ValueError as exc:
             kind = response.headers.get("content-type", "").split(";")[0].strip()[:60]
-            detail = f"it is {kind}" if kind and "json" not in kind else "it does not parse"
+            if kind and "json" not in kind:
+                detail = f"it is {kind}"  # a web page, most often: the URL is not the gateway's
+            elif isinstance(exc, safe_json.JsonUnbalanced):
+                detail = str(exc)
+            elif isinstance(exc, UnicodeDecodeError):
+                detail = "it is not UTF-8 text"
+            else:
+                detail = "it does not parse"
         raise GatewayError(
             f"The gateway sent {what} in a form that is not JSON ({detail}; HTTP {status}).",
             status=status,
@@ -570,7 +571,7 @@ async def assemble_stream(response: httpx2.Response, model: str) -> ChatAnswer:
                 if done:
                     continue
                 try:
-                    event = json.loads(payload)
+                    event = safe_json.loads(payload.encode())
                 except ValueError:
                     continue
                 if not isinstance(event, dict):

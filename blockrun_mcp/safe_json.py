@@ -34,7 +34,7 @@ class JsonUnbalanced(ValueError):
     """The brackets of the text do not pair up: cut off, or not JSON at all."""
 
     def __init__(self) -> None:
-        super().__init__("its brackets do not pair up (cut off?)")
+        super().__init__("it is cut off, or its brackets do not pair up")
 
 
 def loads(data: bytes, *, max_depth: int = MAX_DEPTH) -> Any:

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from blockrun_mcp import safe_json
 from blockrun_mcp.x402.errors import MalformedTerms
 from blockrun_mcp.x402.models import PaymentRequired, PaymentRequirement, SettlementReceipt
 
@@ -42,7 +43,9 @@ def decode_header(value: str, what: str = "header") -> Any:
     padded = text + "=" * (-len(text) % 4)
     try:
         raw = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
-        decoded = json.loads(raw)
+        decoded = safe_json.loads(raw, max_depth=MAX_JSON_DEPTH + 1)
+    except safe_json.JsonTooDeep:
+        raise MalformedTerms(f"the {what} is nested deeper than {MAX_JSON_DEPTH} levels") from None
     except (binascii.Error, ValueError, RecursionError) as exc:
         raise MalformedTerms(f"the {what} is not base64-encoded JSON") from exc
     _check_depth(decoded)
@@ -113,7 +116,11 @@ def parse_payment_required(headers: Mapping[str, str], body: bytes) -> PaymentRe
     if len(body) > MAX_HEADER_BYTES:
         raise MalformedTerms("the 402 carries no PAYMENT-REQUIRED header and an oversized body")
     try:
-        data = json.loads(body or b"null")
+        data = safe_json.loads(body or b"null", max_depth=MAX_JSON_DEPTH + 1)
+    except safe_json.JsonTooDeep:
+        raise MalformedTerms(
+            f"the 402 body is nested deeper than {MAX_JSON_DEPTH} levels"
+        ) from None
     except (ValueError, RecursionError) as exc:
         raise MalformedTerms("the 402 carries no PAYMENT-REQUIRED header and no JSON body") from exc
     _check_depth(data)
@@ -146,7 +153,7 @@ def read_receipt(headers: Mapping[str, str]) -> SettlementReceipt | None:
 def rejection_code(body: bytes) -> str | None:
     """The PAYMENT_* code of a rejected payment, if the body carries one."""
     try:
-        data = json.loads(body) if len(body) <= MAX_HEADER_BYTES else None
+        data = safe_json.loads(body) if len(body) <= MAX_HEADER_BYTES else None
     except (ValueError, RecursionError):
         return None
     if not isinstance(data, dict):

@@ -16,7 +16,6 @@ connection is the point of this module.)
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
+from blockrun_mcp import safe_json
 from blockrun_mcp.money import atomic_to_usd, parse_atomic
 from blockrun_mcp.x402.codec import parse_payment_required, read_receipt, rejection_code
 from blockrun_mcp.x402.errors import (
@@ -379,7 +379,7 @@ async def _read_capped(response: Response) -> bytes:
 
 def _message_of(body: bytes) -> str:
     try:
-        data = json.loads(body)
+        data = safe_json.loads(body)
     except (ValueError, RecursionError):
         return ""
     if isinstance(data, dict):
