@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ EPILOG = """examples:
   blockrun-mcp wallet create            make a wallet, then send it USDC on Base
   blockrun-mcp models --category chat --max-price 2
   blockrun-mcp spend --days 7           what was spent, by day, session, tool and model
+  blockrun-mcp threads                  the conversations ask_model keeps, and their turns
   blockrun-mcp serve --sandbox          serve with the sandbox gateway and a throwaway wallet
   blockrun-mcp sandbox --port 8787      run the sandbox gateway alone
 
@@ -144,6 +146,24 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="print JSON instead of a table")
     models.add_argument(
         "--sandbox", action="store_true", help="list the built-in sandbox's catalog instead"
+    )
+
+    threads = _command(
+        commands,
+        "threads",
+        "conversations kept by ask_model, and their turns",
+        "List the recent threads from the ledger (id, title, models, turns, cost, last used),\n"
+        "or, given a thread id, every turn of it: the model, the files sent, the prompt and the\n"
+        "answer. Read-only. Continue a thread by passing its id as ask_model's thread_id.",
+        "examples:\n  blockrun-mcp threads\n  blockrun-mcp threads thr_0123abcd...\n"
+        "  blockrun-mcp threads --json | jq '.threads[0]'",
+    )
+    threads.add_argument("thread_id", nargs="?", help="show this thread's turns")
+    threads.add_argument("--json", action="store_true", help="print JSON")
+    threads.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="read the sandbox ledger ($BLOCKRUN_DATA_DIR/sandbox)",
     )
 
     spend = _command(
@@ -407,6 +427,54 @@ def _spend(args: argparse.Namespace) -> None:
         print(spend_text(summary, sandbox=args.sandbox))
 
 
+def _threads(args: argparse.Namespace) -> None:
+    import json
+    import sqlite3
+
+    from blockrun_mcp.ledger import Ledger
+    from blockrun_mcp.reports import ledger_path, threads_text, turns_text
+    from blockrun_mcp.threads import ThreadStore, UnknownThread
+
+    path = ledger_path(_config().data_dir, sandbox=args.sandbox)
+    if not path.exists():
+        print("No threads yet: ask_model keeps one for every question it answers.")
+        return
+    try:
+        ledger = Ledger(path, read_only=True)
+    except sqlite3.Error as exc:
+        _fail(f"the ledger {path} cannot be read ({exc}); `blockrun-mcp doctor` says more", 1)
+    try:
+        store = ThreadStore(ledger)
+        if args.thread_id:
+            try:
+                turns = store.turns(args.thread_id, "default")
+            except UnknownThread as exc:
+                _fail(exc.message, 1)
+            if args.json:
+                print(
+                    json.dumps(
+                        {"thread_id": args.thread_id, "turns": [_turn_json(t) for t in turns]},
+                        indent=2,
+                    )
+                )
+            else:
+                print(turns_text(args.thread_id, turns))
+            return
+        recent = store.recent("default", limit=50)
+        if args.json:
+            print(json.dumps({"threads": [asdict(summary) for summary in recent]}, indent=2))
+        else:
+            print(threads_text(recent))
+    finally:
+        ledger.close()
+
+
+def _turn_json(turn: Any) -> dict[str, Any]:
+    data = asdict(turn)
+    data["files"] = [{"path": f.label, "bytes": f.size} for f in turn.files]
+    return data
+
+
 def _reconcile(config: Config, path: Path, *, sandbox: bool, quiet: bool) -> None:
     """`spend --reconcile`: the money rule's chain check over the ledger's open payments."""
     import sqlite3
@@ -485,6 +553,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if args.command == "models":
         _models(args)
+        return
+    if args.command == "threads":
+        _threads(args)
         return
     if args.command == "spend":
         _spend(args)

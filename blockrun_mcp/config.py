@@ -31,6 +31,7 @@ ENV_VARS = (
     "BLOCKRUN_RPC_URL",
     "BLOCKRUN_CALL_TIMEOUT_S",
     "BLOCKRUN_PAY_TO",
+    "BLOCKRUN_WORKSPACE",
 )
 DEFAULT_CALL_TIMEOUT_S = 600.0  # long reasoning answers are legitimate; a trickle forever is not
 MAX_CALL_TIMEOUT_S = 24 * 3600.0
@@ -59,6 +60,8 @@ class Config(BaseModel):
     rpc_url: str = DEFAULT_RPC_URLS["base"]
     call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S  # one paid call, first request to last byte
     pay_to: str | None = None  # when set, the only payee a payment is ever signed for
+    # Where `files` may come from when the MCP client offers no roots (else: the start directory).
+    workspace: tuple[Path, ...] = ()
     home: Path = Path("~").expanduser()  # where ~/.blockrun key files are looked up
 
 
@@ -108,6 +111,25 @@ def _address(env: Mapping[str, str], name: str) -> str | None:
             "the payee, or leave it unset"
         )
     return raw
+
+
+def _paths(env: Mapping[str, str], name: str) -> tuple[Path, ...]:
+    """A list of directories, separated as PATH is (":" here, ";" on Windows)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return ()
+    paths = []
+    for part in raw.split(os.pathsep):
+        if not part.strip():
+            continue
+        path = Path(part.strip()).expanduser()
+        if not path.is_dir():
+            raise ConfigError(
+                f"{name} names {part.strip()!r}, which is not a directory; list existing "
+                f"directories separated by {os.pathsep!r}"
+            )
+        paths.append(path.resolve())
+    return tuple(paths)
 
 
 def _api_url(raw: str, name: str = "BLOCKRUN_API_URL", example: str = DEFAULT_API_URL) -> str:
@@ -174,5 +196,6 @@ def load_config(env: Mapping[str, str] | None = None, *, home: Path | None = Non
         ),
         call_timeout_s=_seconds(env, "BLOCKRUN_CALL_TIMEOUT_S", DEFAULT_CALL_TIMEOUT_S),
         pay_to=_address(env, "BLOCKRUN_PAY_TO"),
+        workspace=_paths(env, "BLOCKRUN_WORKSPACE"),
         home=home,
     )

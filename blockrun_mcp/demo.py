@@ -118,6 +118,14 @@ async def run_demo(out: Any = sys.stdout) -> int:
                 f"  {'':<15} paid {_money(answer['cost_usd'])}, tx {str(answer.get('transaction'))[:12]}…, "
                 f"{_money(answer['budget_remaining_usd'])} left"
             )
+            follow_up = {"prompt": "And in three words?", "thread_id": answer["thread_id"]}
+            if again := await call("ask_model", {**follow_up, "model": CHAT_MODEL}):
+                say(f'  {"":<15} same thread, follow-up: "{_short(again["content"], 50)}"')
+            if thread := await call("threads", {"thread_id": answer["thread_id"]}):
+                say(
+                    f"  {'threads':<15} {answer['thread_id'][:16]}… kept {len(thread['turns'])} "
+                    "turns (they survive restarts)"
+                )
         if image := await call("generate_image", {"prompt": "a lighthouse at dusk"}):
             say(
                 f"  {'generate_image':<15} saved {image['images'][0].get('path')} (paid {_money(image['cost_usd'])})"
@@ -146,6 +154,8 @@ async def run_demo(out: Any = sys.stdout) -> int:
     if failures:
         say(f"{failures} tool(s) failed ({elapsed:.1f} s). See the messages above.")
     else:
-        say(f"All 7 tools worked ({elapsed:.1f} s). Next: add it to Claude Code with")
+        say(
+            f"All {len(TOOL_NAMES)} tools worked ({elapsed:.1f} s). Next: add it to Claude Code with"
+        )
         say("  claude mcp add blockrun -- uvx blockrun-mcp")
     return failures

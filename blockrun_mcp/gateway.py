@@ -28,6 +28,7 @@ from blockrun_mcp.gateway_models import (
     ImageAnswer,
     ImageData,
     ImageRequest,
+    ResponsesRequest,
     Usage,
     VideoRequest,
     VideoStatus,
@@ -226,6 +227,28 @@ class GatewayClient:
                 answer = await assemble_stream(response, request.model)
             else:
                 answer = chat_answer_from(self._json(response, "the chat answer"), request.model)
+        finally:
+            await response.aclose()
+        return answer, paid
+
+    async def respond(
+        self, request: ResponsesRequest, *, stream: bool = True
+    ) -> tuple[ChatAnswer, PaidResponse]:
+        """Ask an OpenAI model through the Responses API (reasoning effort), streamed."""
+        http_request = self.http.build_request(
+            "POST", self.endpoint("/v1/responses"), json=request.wire(stream=stream)
+        )
+        paid = await self._paid(http_request, stream=stream)
+        response = paid.response
+        try:
+            streamed = response.headers.get("content-type", "").startswith("text/event-stream")
+            if not streamed:
+                await read_body(response, MAX_ANSWER_BYTES)
+            self._raise_for_status(response)
+            if streamed:
+                answer = await assemble_responses_stream(response, request.model)
+            else:
+                answer = answer_from_response(self._json(response, "the answer"), request.model)
         finally:
             await response.aclose()
         return answer, paid
@@ -604,6 +627,65 @@ async def assemble_stream(response: httpx2.Response, model: str) -> ChatAnswer:
         usage=Usage.model_validate(usage),
         complete=done or finish_reason is not None,
     )
+
+
+def answer_from_response(data: Any, requested_model: str) -> ChatAnswer:
+    """A Responses API object (non-streamed, or the one `response.completed` carries)."""
+    if not isinstance(data, dict):
+        raise GatewayError("The answer is not a Responses object.")
+    texts = []
+    for item in data.get("output") or []:
+        if isinstance(item, dict) and item.get("type") == "message":
+            for part in item.get("content") or []:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    texts.append(part["text"])
+    status = data.get("status")
+    details = data.get("incomplete_details")
+    reason = details.get("reason") if isinstance(details, dict) else None
+    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    return ChatAnswer(
+        model=str(data.get("model") or requested_model),
+        content="".join(texts),
+        finish_reason="stop" if status == "completed" else _str_or_none(reason or status),
+        usage=Usage.from_responses(usage),
+        complete=status == "completed",
+    )
+
+
+async def assemble_responses_stream(response: httpx2.Response, model: str) -> ChatAnswer:
+    """Assemble Responses API events (`response.output_text.delta` ... `response.completed`)."""
+    parts: list[str] = []
+    size = 0
+    final: ChatAnswer | None = None
+    try:
+        async for lines in _capped_lines(response):
+            for line in lines:
+                if not line.startswith("data:"):
+                    continue
+                try:
+                    event = safe_json.loads(line[5:].strip().encode())
+                except ValueError:
+                    continue
+                if not isinstance(event, dict):
+                    continue
+                kind = event.get("type")
+                if kind == "response.output_text.delta" and isinstance(event.get("delta"), str):
+                    parts.append(event["delta"])
+                    size += len(event["delta"])
+                    if size > MAX_ANSWER_BYTES:
+                        raise GatewayError("The streamed answer exceeded the size limit.")
+                elif kind in ("response.completed", "response.incomplete"):
+                    final = answer_from_response(event.get("response"), model)
+                elif kind in ("response.failed", "error"):
+                    inner = event.get("response")
+                    source = inner if isinstance(inner, dict) else event
+                    detail = source.get("error", event.get("message"))
+                    raise GatewayError(f"The model stopped with an error: {_str_or_none(detail)}.")
+    except httpx2.TransportError:
+        pass  # a cut stream: keep what arrived, the payment already settled
+    if final is not None:
+        return final if final.content else final.model_copy(update={"content": "".join(parts)})
+    return ChatAnswer(model=model, content="".join(parts), finish_reason=None, complete=False)
 
 
 async def _capped_lines(response: httpx2.Response) -> AsyncIterator[list[str]]:

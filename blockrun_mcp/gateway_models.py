@@ -174,6 +174,30 @@ class Usage(BaseModel):
     completion_tokens: int = 0
     total_tokens: int = 0
 
+    @property
+    def reasoning_tokens(self) -> int:
+        """completion_tokens_details.reasoning_tokens (chat) or output_tokens_details (Responses)."""
+        for key in ("completion_tokens_details", "output_tokens_details"):
+            details = (self.model_extra or {}).get(key)
+            if isinstance(details, dict) and isinstance(details.get("reasoning_tokens"), int):
+                return max(0, details["reasoning_tokens"])
+        return 0
+
+    @classmethod
+    def from_responses(cls, usage: dict[str, Any]) -> Usage:
+        """The Responses API's usage (input/output tokens) in chat terms."""
+        prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
+        return cls.model_validate(
+            {
+                **usage,
+                "prompt_tokens": prompt if isinstance(prompt, int) else 0,
+                "completion_tokens": completion if isinstance(completion, int) else 0,
+                "total_tokens": usage.get("total_tokens")
+                if isinstance(usage.get("total_tokens"), int)
+                else 0,
+            }
+        )
+
 
 class ChatAnswer(BaseModel):
     model: str
@@ -181,6 +205,35 @@ class ChatAnswer(BaseModel):
     finish_reason: str | None
     usage: Usage = Field(default_factory=Usage)
     complete: bool = True  # False when a stream ended before its finish
+
+
+EFFORTS = ("low", "medium", "high")
+
+
+class ResponsesRequest(BaseModel):
+    """POST /v1/responses (OpenAI models): reasoning effort, instructions, the turns as input."""
+
+    model: str
+    messages: list[ChatMessage]  # system messages become `instructions`
+    max_output_tokens: int
+    effort: str
+
+    def wire(self, *, stream: bool) -> dict[str, Any]:
+        system = "\n\n".join(m.content for m in self.messages if m.role == "system")
+        body: dict[str, Any] = {
+            "model": self.model,
+            "input": [
+                {"role": m.role, "content": m.content} for m in self.messages if m.role != "system"
+            ],
+            "max_output_tokens": self.max_output_tokens,
+            "reasoning": {"effort": self.effort},
+            "store": False,  # the gateway keeps no state: every turn is resent
+        }
+        if system:
+            body["instructions"] = system
+        if stream:
+            body["stream"] = True
+        return body
 
 
 class ImageRequest(BaseModel):

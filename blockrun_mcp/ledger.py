@@ -14,7 +14,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -147,6 +147,7 @@ class LimitExceeded(Exception):
 class Ledger:
     def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = path
+        self._read_only = read_only
         if read_only:
             # For reports (`blockrun-mcp spend`): no schema, no chmod, no releasing of abandoned
             # reservations; SQLite itself refuses any write. The file must already exist.
@@ -177,6 +178,18 @@ class Ledger:
 
     def close(self) -> None:
         self._db.close()
+
+    @property
+    def read_only(self) -> bool:
+        return self._read_only
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """One IMMEDIATE transaction on the ledger's database, for stores that share its file
+        (threads.py): their writes are serialized with the ledger's, across processes too."""
+        return self._transaction()
+
+    def read(self, sql: str, args: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+        return self._db.execute(sql, args).fetchall()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

@@ -353,3 +353,41 @@ def models_text(entries: list[CatalogEntry], source: str) -> str:
     return (
         f"{len(entries)} model(s) from {source}; token prices are before the platform fee\n{table}"
     )
+
+
+# --- threads ----------------------------------------------------------------------------------
+
+
+def threads_text(recent: list[Any]) -> str:
+    if not recent:
+        return "No threads yet: ask_model keeps one for every question it answers."
+    rows = [
+        [
+            t.id,
+            _when(t.updated_at),
+            t.turns,
+            money(atomic_to_usd(t.cost_atomic)),
+            ",".join(t.models),
+            t.title[:50],
+        ]
+        for t in recent
+    ]
+    table = render(
+        ["thread", "last used (UTC)", "turns", "cost", "models", "title"], rows, right=(2, 3)
+    )
+    return f"{len(recent)} thread(s), most recent first; continue one with ask_model's thread_id\n{table}"
+
+
+def turns_text(thread_id: str, turns: list[Any]) -> str:
+    lines = [f"Thread {thread_id}: {len(turns)} turn(s)"]
+    for turn in turns:
+        files = ", ".join(f.label for f in turn.files) or "none"
+        lines += [
+            "",
+            f"[{turn.seq}] {_when(turn.created_at)} UTC, {turn.model}"
+            + (f" (effort {turn.effort})" if turn.effort else "")
+            + f", {money(atomic_to_usd(turn.cost_atomic))}; files: {files}",
+            f"  asked: {turn.prompt}",
+            f"  answer: {turn.answer}",
+        ]
+    return "\n".join(lines)

@@ -9,16 +9,25 @@ class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+class FileSent(BaseModel):
+    path: str
+    bytes: int
+    tokens: int  # approximate: about four characters a token
 
 
 class AskResult(BaseModel):
     model: str
     content: str
     finish_reason: str | None
-    refused: bool = Field(False, description="the model declined to answer (content_filter)")
+    refused: bool = Field(False, description="declined (content_filter)")
     usage: Usage
     cost_usd: float
     budget_remaining_usd: float
+    thread_id: str = Field(description="continue with it")
+    files: list[FileSent] = []
     transaction: str | None = Field(None, description="settlement tx hash")
     note: str | None = None
 
@@ -80,7 +89,7 @@ class Receipt(BaseModel):
     cost_usd: float
     status: str
     transaction: str | None
-    job_id: str | None = Field(None, description="a running video: resume with this job_id")
+    job_id: str | None = Field(None, description="resume this running video")
 
 
 class BudgetResult(BaseModel):
@@ -97,3 +106,26 @@ class WalletResult(BaseModel):
     address: str
     network: str
     funding: str
+
+
+class ThreadInfo(BaseModel):
+    thread_id: str
+    title: str
+    models: list[str]
+    turns: int
+    cost_usd: float
+    last_used: str
+
+
+class TurnInfo(BaseModel):
+    model: str
+    prompt: str
+    answer: str
+    files: list[str]
+    cost_usd: float
+    time: str
+
+
+class ThreadsResult(BaseModel):
+    threads: list[ThreadInfo] = []
+    turns: list[TurnInfo] = []  # the thread asked for, oldest first

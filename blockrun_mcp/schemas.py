@@ -11,7 +11,8 @@ from typing import Any
 
 
 def compact(node: Any, *, optional_inputs: bool = False, in_properties: bool = False) -> Any:
-    """Shrink a JSON schema: drop pydantic's titles and null defaults, fold nullable unions.
+    """Shrink a JSON schema: drop pydantic's titles, null defaults (and in output schemas every
+    default), fold nullable unions.
 
     The whole tool list goes to the host's model on every turn, so every byte counts.
     In output schemas `anyOf: [{type: X}, {type: null}]` becomes the equivalent `type: [X, "null"]`.
@@ -25,14 +26,20 @@ def compact(node: Any, *, optional_inputs: bool = False, in_properties: bool = F
     any_of = node.get("anyOf")
     if isinstance(any_of, list) and {"type": "null"} in any_of:
         others = [option for option in any_of if option != {"type": "null"}]
-        if len(others) == 1 and set(others[0]) == {"type"} and isinstance(others[0]["type"], str):
+        simple = len(others) == 1 and set(others[0]) == {"type"}
+        if simple and isinstance(others[0]["type"], str):
             node = {k: v for k, v in node.items() if k != "anyOf"}
             node["type"] = others[0]["type"] if optional_inputs else [others[0]["type"], "null"]
+        elif optional_inputs and len(others) == 1 and isinstance(others[0], dict):
+            # An optional array or enum parameter: the option itself (null stays accepted).
+            node = {**{k: v for k, v in node.items() if k != "anyOf"}, **others[0]}
     result = {}
     for key, value in node.items():
         if not in_properties and key == "title" and isinstance(value, str):
             continue
-        if key == "default" and value is None:
+        # A default only annotates (JSON Schema applies none); in an output schema it says
+        # nothing, as every result carries every field.
+        if key == "default" and (value is None or not optional_inputs) and not in_properties:
             continue
         result[key] = compact(
             value,

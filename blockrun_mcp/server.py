@@ -1,9 +1,11 @@
-"""The MCP server: seven thin tools over BlockrunService, each a typed result or a plain error."""
+"""The MCP server: thin tools over BlockrunService, each a typed result or a plain error."""
 
 from __future__ import annotations
 
+import logging
+import warnings
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
@@ -19,6 +21,7 @@ from blockrun_mcp.results import (
     Estimate,
     ImageResult,
     ModelList,
+    ThreadsResult,
     VideoResult,
     WalletResult,
 )
@@ -33,9 +36,13 @@ INSTRUCTIONS = (
     "cost_usd and budget_remaining_usd. estimate_cost is free."
 )
 
+log = logging.getLogger("blockrun_mcp")
+ROOTS_TIMEOUT_SECONDS = 10.0
+
 TOOL_NAMES = frozenset(
     {
         "ask_model",
+        "threads",
         "list_models",
         "estimate_cost",
         "generate_image",
@@ -45,9 +52,9 @@ TOOL_NAMES = frozenset(
     }
 )
 
-PAID = ToolAnnotations(
-    readOnlyHint=False, destructiveHint=False, idempotentHint=False, openWorldHint=True
-)
+# The spec's defaults (not read-only, not idempotent, open world) go unsaid: every byte of the
+# tool list is sent on every turn. A paid call spends, but destroys nothing.
+PAID = ToolAnnotations(destructiveHint=False)
 LOCAL = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
 
 
@@ -143,6 +150,25 @@ def session_key(ctx: Context, stdio_session: str, sessions: IssuedSessions | Non
     return f"{stdio_session}-http"
 
 
+async def client_roots(ctx: Context) -> list[str] | None:
+    """The workspace roots the MCP client offers (`roots/list`), or None when it offers none.
+
+    Deprecated by the 2026-07-28 protocol, but the hosts of the handshake era (Claude Code,
+    Cursor, VS Code) use it; without an answer the server's own workspace applies.
+    """
+    capabilities = ctx.client_capabilities
+    if capabilities is None or capabilities.roots is None:
+        return None
+    try:
+        with warnings.catch_warnings(), anyio.fail_after(ROOTS_TIMEOUT_SECONDS):
+            warnings.simplefilter("ignore")
+            listed = await ctx.session.list_roots()
+    except Exception as exc:  # the client failed to answer: fall back, and say so in the log
+        log.warning("roots/list failed (%s); using BLOCKRUN_WORKSPACE or the start directory", exc)
+        return None
+    return [str(root.uri) for root in listed.roots]
+
+
 def build_server(
     service: BlockrunService,
     stdio_session: str | None = None,
@@ -190,12 +216,41 @@ def build_server(
         system: str | None = None,
         max_tokens: Annotated[int | None, Field(description="default 1024"), NotBool] = None,
         temperature: Annotated[float | None, Field(description="0-2"), NotBool] = None,
+        files: Annotated[
+            list[str] | None, Field(description="workspace paths or globs; the server reads them")
+        ] = None,
+        thread_id: Annotated[str | None, Field(description="continue this conversation")] = None,
+        effort: Annotated[
+            Literal["low", "medium", "high"] | None, Field(description="reasoning (OpenAI)")
+        ] = None,
     ) -> Annotated[CallToolResult, AskResult]:
         try:
             budget = budget_of(ctx)
         except ToolFailure as failure:
             return _error(failure.message)
-        return await run(service.chat.ask(budget, prompt, model, system, max_tokens, temperature))
+        roots = await client_roots(ctx) if files else None
+        return await run(
+            service.chat.ask(
+                budget,
+                prompt,
+                model,
+                system,
+                max_tokens,
+                temperature,
+                files,
+                thread_id,
+                effort,
+                roots=roots,
+            )
+        )
+
+    @mcp.tool(
+        description="List recent conversations, or one's turns by thread_id.", annotations=LOCAL
+    )
+    async def threads(
+        thread_id: str | None = None,
+    ) -> Annotated[CallToolResult, ThreadsResult]:
+        return await run(service.account.threads(thread_id))
 
     @mcp.tool(description="List models with USD prices per 1M tokens.", annotations=LOCAL)
     async def list_models(
@@ -209,12 +264,19 @@ def build_server(
     @mcp.tool(description="Estimate a call's cost in USD, free and offline.", annotations=LOCAL)
     async def estimate_cost(
         model: str,
+        ctx: Context,
         prompt: str | None = None,
         max_tokens: Annotated[int | None, NotBool] = None,
         size: Annotated[str | None, Field(description="image size, e.g. 1024x1024")] = None,
         duration_seconds: Annotated[float | None, NotBool] = None,
+        files: list[str] | None = None,
     ) -> Annotated[CallToolResult, Estimate]:
-        return await run(service.models.estimate(model, prompt, max_tokens, size, duration_seconds))
+        roots = await client_roots(ctx) if files else None
+        return await run(
+            service.models.estimate(
+                model, prompt, max_tokens, size, duration_seconds, files, roots=roots
+            )
+        )
 
     @mcp.tool(
         description="Generate an image; saves it locally and returns the path.", annotations=PAID

@@ -39,9 +39,19 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
+def rpc() -> Iterator[Any]:
+    """A local JSON-RPC node (support.cli.RpcStub): every eth_call answers a 12.5 USDC balance."""
+    from tests.support.cli import RpcStub
+
+    stub = RpcStub(balance_atomic=12_500_000)
+    yield stub
+    stub.close()
+
+
+@pytest.fixture
 async def gateway(sandbox: SandboxServer, funded_account: Any) -> Any:
     """Our gateway client and payer, paying the sandbox from `funded_account`."""
-    from tests.payer_support import make_gateway
+    from tests.support.payer import make_gateway
 
     client = make_gateway(sandbox.base_url, funded_account)
     yield client

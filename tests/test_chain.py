@@ -34,7 +34,7 @@ from blockrun_mcp.sandbox import SandboxServer, SandboxState
 from blockrun_mcp.x402.codec import parse_payment_required
 from blockrun_mcp.x402.networks import BASE, BASE_SEPOLIA
 from blockrun_mcp.x402.signer import SignedPayment, sign_payment
-from tests.payer_support import chat_request
+from tests.support.payer import chat_request
 
 pytestmark = pytest.mark.anyio
 
@@ -400,10 +400,15 @@ async def test_requests_are_plain_json_rpc_without_redirects(funded_account):
     assert second["params"][0]["data"] == BALANCE_OF + address_word
 
 
-async def test_a_reader_closes_only_the_client_it_made():
-    chain = ChainReader("http://node.example/", BASE.usdc)
+async def test_a_reader_closes_only_the_client_it_made(sandbox, funded_account):
+    chain = ChainReader(sandbox.rpc_url, BASE.usdc)
+    assert await chain.balance_of(funded_account.address) == STARTING_ATOMIC
+    assert len(sandbox.state.rpc_calls) == 1
     await chain.aclose()
-    assert chain._http.is_closed
+    # Its own client is closed: nothing more is sent (httpx refuses a closed client's requests).
+    with pytest.raises(RuntimeError, match="closed"):
+        await chain.balance_of(funded_account.address)
+    assert len(sandbox.state.rpc_calls) == 1
 
 
 # --- inputs ---------------------------------------------------------------------------------

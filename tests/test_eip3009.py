@@ -73,7 +73,10 @@ def test_the_cached_signing_key_prints_no_key():
     key_hex = bytes(account.key).hex()
     from blockrun_mcp.x402 import signer
 
+    # No public way: the cache is private on purpose (nothing should reach the key object), and
+    # what must not print the key is exactly what the cache holds.
     cached = signer._signing_keys[account]
+    assert cached.secret == bytes(account.key)  # it is this account's key that is held
     for text in (repr(cached), str(cached)):
         assert key_hex not in text.lower()
 

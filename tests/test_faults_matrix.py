@@ -20,8 +20,8 @@ import httpx2
 import pytest
 
 from blockrun_mcp.sandbox import replies
-from tests.payer_support import assert_every_payment_valid
-from tests.security_support import (
+from tests.support.payer import assert_every_payment_valid
+from tests.support.security import (
     assert_budget_consistent,
     error_text,
     expire_on_chain,
@@ -30,7 +30,7 @@ from tests.security_support import (
     structured,
     wait_until,
 )
-from tests.server_support import OPUS, URL_IMAGE_MODEL, VIDEO_MODEL, open_server
+from tests.support.server import OPUS, URL_IMAGE_MODEL, VIDEO_MODEL, open_server
 
 pytestmark = pytest.mark.anyio
 

@@ -24,7 +24,7 @@ from blockrun_mcp.x402.codec import encode_header, parse_payment_required
 from blockrun_mcp.x402.errors import PaidRequestFailed
 from blockrun_mcp.x402.networks import BASE
 from blockrun_mcp.x402.signer import SignedPayment, sign_payment
-from tests.payer_support import chat_request
+from tests.support.payer import chat_request
 
 pytestmark = pytest.mark.anyio
 

@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from blockrun_mcp import safe_json
 from blockrun_mcp.gateway import MAX_ANSWER_BYTES, MAX_CATALOG_ENTRIES
 from blockrun_mcp.safe_json import MAX_DEPTH
-from tests.server_support import REPO_ROOT, open_server
+from tests.support.server import REPO_ROOT, open_server
 
 KEY = "0x" + "5d" * 32
 DEEP = 100_000

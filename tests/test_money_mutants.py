@@ -26,8 +26,8 @@ from mcp.client.streamable_http import streamable_http_client
 from blockrun_mcp.ledger import Ledger
 from blockrun_mcp.payments import FINALITY_MARGIN_SECONDS
 from blockrun_mcp.sandbox import SandboxServer, SandboxState
-from tests.security_support import expire_on_chain
-from tests.server_support import (
+from tests.support.security import expire_on_chain
+from tests.support.server import (
     CHEAP_MODEL,
     PYTHON,
     REPO_ROOT,

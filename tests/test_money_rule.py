@@ -21,9 +21,9 @@ from mcp.client.streamable_http import streamable_http_client
 
 from blockrun_mcp.payments import FINALITY_MARGIN_SECONDS
 from blockrun_mcp.sandbox import TREASURY
-from tests.payer_support import assert_every_payment_valid
-from tests.security_support import expire_on_chain
-from tests.server_support import (
+from tests.support.payer import assert_every_payment_valid
+from tests.support.security import expire_on_chain
+from tests.support.server import (
     CHEAP_MODEL,
     OPUS,
     URL_IMAGE_MODEL,
@@ -274,7 +274,7 @@ async def test_made_up_session_ids_never_open_fresh_budgets(sandbox, tmp_path):
     ledger_sessions = {row.session for row in ledger.payments()}
     ledger.close()
     assert len(ledger_sessions) == 1 and not any(s.startswith("http-") for s in ledger_sessions)
-    assert len(service._sessions) == 1  # no budget object per made-up id
+    assert service.session_count == 1  # no budget object per made-up id
 
 
 async def test_naming_another_sessions_id_does_not_spend_its_budget(sandbox, tmp_path):

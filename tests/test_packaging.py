@@ -18,7 +18,19 @@ import pytest
 import blockrun_mcp
 
 REPO = Path(__file__).resolve().parent.parent
-RUNTIME_DEPENDENCIES = {"mcp", "httpx2", "eth-account", "pydantic", "anyio", "coincurve"}
+RUNTIME_DEPENDENCIES = {
+    "mcp",
+    "mcp-types",
+    "httpx2",
+    "eth-account",
+    "eth-utils",
+    "pydantic",
+    "anyio",
+    "coincurve",
+    "pathspec",
+    "starlette",
+    "uvicorn",
+}
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +69,26 @@ def test_runtime_dependencies_are_exactly_the_declared_ones(metadata):
     names = {re.match(r"[A-Za-z0-9._-]+", r).group(0).lower().replace("_", "-") for r in runtime}
     assert names == RUNTIME_DEPENDENCIES
     assert any(r.replace(" ", "").startswith("mcp") and "<2.4" in r for r in runtime)
+
+
+def test_every_package_the_code_imports_is_declared():
+    """Nothing the code imports arrives only because something else happens to need it."""
+    import ast
+    import importlib.metadata
+    import sys
+
+    imported: set[str] = set()
+    for path in Path(blockrun_mcp.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"blockrun_mcp", "__future__"}
+    distributions = importlib.metadata.packages_distributions()
+    used = {dist.lower() for module in third_party for dist in distributions.get(module, [module])}
+    assert used <= RUNTIME_DEPENDENCIES, used - RUNTIME_DEPENDENCIES
+    assert used == RUNTIME_DEPENDENCIES  # and nothing is declared that the code does not use
 
 
 def test_metadata_is_complete(metadata):

@@ -17,7 +17,7 @@ from blockrun_mcp.x402.errors import (
     PaymentUnfunded,
 )
 from blockrun_mcp.x402.payer import Quote
-from tests.payer_support import (
+from tests.support.payer import (
     FREE_MODEL,
     HoldRecorder,
     assert_every_payment_valid,

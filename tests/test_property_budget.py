@@ -23,14 +23,14 @@ from mcp import Client
 
 from blockrun_mcp.sandbox import SandboxServer
 from blockrun_mcp.server import build_server
-from tests.security_support import (
+from tests.support.security import (
     assert_budget_consistent,
     error_text,
     reconcile,
     sandbox_view,
     structured,
 )
-from tests.server_support import (
+from tests.support.server import (
     CHEAP_MODEL,
     DATA_URI_IMAGE_MODEL,
     FREE_MODEL,
@@ -116,7 +116,8 @@ def _atomic(usd: float) -> int:
     return round(usd * 1e6)
 
 
-async def _run(sandbox: SandboxServer, scenario: dict[str, Any], root: Path) -> None:
+async def check_scenario(sandbox: SandboxServer, scenario: dict[str, Any], root: Path) -> None:
+    """Run one generated scenario, then hold every limit against the sandbox and the ledger."""
     state = sandbox.state
     state.reset()
     env = {
@@ -201,4 +202,4 @@ async def _run(sandbox: SandboxServer, scenario: dict[str, Any], root: Path) -> 
 @given(scenario=SCENARIO)
 def test_no_interleaving_of_calls_faults_and_budgets_passes_a_limit(shared_sandbox, scenario):
     with tempfile.TemporaryDirectory() as root:
-        anyio.run(_run, shared_sandbox, scenario, Path(root))
+        anyio.run(check_scenario, shared_sandbox, scenario, Path(root))

@@ -19,13 +19,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blockrun_mcp.sandbox import SandboxServer
-from tests.security_support import (
+from tests.support.security import (
     MASKED_PREFIX,
     assert_budget_consistent,
     error_text,
     reconcile,
 )
-from tests.server_support import (
+from tests.support.server import (
     CHEAP_MODEL,
     DATA_URI_IMAGE_MODEL,
     FREE_MODEL,
@@ -120,7 +120,8 @@ def _files(root: Path) -> set[Path]:
     return {Path(d, f).resolve() for d, _, files in os.walk(root) for f in files}
 
 
-async def _fuzz_once(sandbox: SandboxServer, tool: str, arguments: dict[str, Any], root: Path):
+async def check_one_call(sandbox: SandboxServer, tool: str, arguments: dict[str, Any], root: Path):
+    """One fuzzed call: a clear error or a valid answer, the ledger reconciled, files in place."""
     state = sandbox.state
     state.reset()
     state.set_faults(video_polls_before_done=0)
@@ -150,7 +151,7 @@ async def _fuzz_once(sandbox: SandboxServer, tool: str, arguments: dict[str, Any
 def test_every_tool_survives_generated_arguments(shared_sandbox, tool, data):
     arguments = data.draw(arguments_for(tool), label="arguments")
     with tempfile.TemporaryDirectory() as root:
-        anyio.run(_fuzz_once, shared_sandbox, tool, arguments, Path(root))
+        anyio.run(check_one_call, shared_sandbox, tool, arguments, Path(root))
 
 
 def test_one_server_survives_a_stream_of_generated_calls(shared_sandbox):
@@ -160,7 +161,7 @@ def test_one_server_survives_a_stream_of_generated_calls(shared_sandbox):
     @given(calls=st.lists(st.sampled_from(list(PARAMETERS)).flatmap(_call), max_size=6))
     def run(calls: list[tuple[str, dict[str, Any]]]) -> None:
         with tempfile.TemporaryDirectory() as root:
-            anyio.run(_many, shared_sandbox, calls, Path(root))
+            anyio.run(check_calls_in_a_row, shared_sandbox, calls, Path(root))
 
     run()
 
@@ -169,7 +170,10 @@ def _call(tool: str) -> st.SearchStrategy[tuple[str, dict[str, Any]]]:
     return arguments_for(tool).map(lambda arguments: (tool, arguments))
 
 
-async def _many(sandbox: SandboxServer, calls: list[tuple[str, dict[str, Any]]], root: Path):
+async def check_calls_in_a_row(
+    sandbox: SandboxServer, calls: list[tuple[str, dict[str, Any]]], root: Path
+):
+    """Fuzzed calls on one server, then a paid call still works and the ledger reconciles."""
     state = sandbox.state
     state.reset()
     state.set_faults(video_polls_before_done=0)

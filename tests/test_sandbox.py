@@ -465,7 +465,8 @@ def test_replayed_header_is_payment_replay(gw: Gateway, funded_account: Any) -> 
     assert len(gw.state.settlements) == 1
 
 
-def _invalid(gw: Gateway, header: str, check: str) -> None:
+def assert_invalid(gw: Gateway, header: str, check: str) -> None:
+    """The sandbox refuses the payment as PAYMENT_INVALID, saying `check`, and settles nothing."""
     code, message = rejection(gw.post(CHAT, HELLO, header))
     assert code == "PAYMENT_INVALID"
     assert check in message
@@ -475,32 +476,32 @@ def _invalid(gw: Gateway, header: str, check: str) -> None:
 def test_wrong_amount_is_invalid(gw: Gateway, funded_account: Any) -> None:
     terms = terms_of(gw.post(CHAT, HELLO))
     cheap = sign(funded_account, terms, amount="1")
-    _invalid(gw, cheap, "'accepted' does not match")  # the client changed the terms
-    _invalid(gw, with_accepted(cheap, terms["accepts"][0]), "authorization.value")
+    assert_invalid(gw, cheap, "'accepted' does not match")  # the client changed the terms
+    assert_invalid(gw, with_accepted(cheap, terms["accepts"][0]), "authorization.value")
 
 
 def test_wrong_pay_to_is_invalid(gw: Gateway, funded_account: Any) -> None:
     terms = terms_of(gw.post(CHAT, HELLO))
     elsewhere = sign(funded_account, terms, pay_to=funded_account.address)
-    _invalid(gw, with_accepted(elsewhere, terms["accepts"][0]), "authorization.to")
+    assert_invalid(gw, with_accepted(elsewhere, terms["accepts"][0]), "authorization.to")
 
 
 def test_expired_authorization_is_invalid(gw: Gateway, funded_account: Any) -> None:
     terms = terms_of(gw.post(CHAT, HELLO))
     expired = sign(funded_account, terms, timeout=-5)  # validBefore = now - 5
-    _invalid(gw, with_accepted(expired, terms["accepts"][0]), "expired")
+    assert_invalid(gw, with_accepted(expired, terms["accepts"][0]), "expired")
 
 
 def test_too_long_authorization_is_invalid(gw: Gateway, funded_account: Any) -> None:
     terms = terms_of(gw.post(CHAT, HELLO))
     forever = sign(funded_account, terms, timeout=3600)
-    _invalid(gw, with_accepted(forever, terms["accepts"][0]), "validBefore")
+    assert_invalid(gw, with_accepted(forever, terms["accepts"][0]), "validBefore")
 
 
 def test_signature_over_another_domain_is_invalid(gw: Gateway, funded_account: Any) -> None:
     terms = terms_of(gw.post(CHAT, HELLO))
     sepolia_signed = sign(funded_account, terms, network=BASE_SEPOLIA.caip2)
-    _invalid(gw, with_accepted(sepolia_signed, terms["accepts"][0]), "signature")
+    assert_invalid(gw, with_accepted(sepolia_signed, terms["accepts"][0]), "signature")
 
 
 def test_tampered_signature_is_invalid(gw: Gateway, funded_account: Any) -> None:
@@ -509,7 +510,7 @@ def test_tampered_signature_is_invalid(gw: Gateway, funded_account: Any) -> None
     payload["payload"]["signature"] = (
         signature[:10] + ("0" if signature[10] != "0" else "1") + (signature[11:])
     )
-    _invalid(gw, encode(payload), "signature")
+    assert_invalid(gw, encode(payload), "signature")
 
 
 def test_accepted_must_be_terms_issued_for_this_request(gw: Gateway, funded_account: Any) -> None:
@@ -525,9 +526,9 @@ def test_accepted_must_be_terms_issued_for_this_request(gw: Gateway, funded_acco
 
 def test_wrong_version_and_garbage_headers_are_invalid(gw: Gateway, funded_account: Any) -> None:
     payload = decode(sign(funded_account, terms_of(gw.post(CHAT, HELLO))))
-    _invalid(gw, encode({**payload, "x402Version": 1}), "x402Version")
-    _invalid(gw, "not-base64!!", "decoded")
-    _invalid(gw, encode({**payload, "payload": {"signature": "0x12"}}), "signature")
+    assert_invalid(gw, encode({**payload, "x402Version": 1}), "x402Version")
+    assert_invalid(gw, "not-base64!!", "decoded")
+    assert_invalid(gw, encode({**payload, "payload": {"signature": "0x12"}}), "signature")
 
 
 def test_unfunded_payer_is_payment_unfunded(gw: Gateway, funded_account: Any) -> None:

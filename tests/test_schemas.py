@@ -111,6 +111,7 @@ VALID: dict[type[BaseModel], list[BaseModel]] = {
             usage=USAGE,
             cost_usd=0.1,
             budget_remaining_usd=0.9,
+            thread_id="thr_1",
         ),
         results.AskResult(
             model="m",
@@ -120,6 +121,8 @@ VALID: dict[type[BaseModel], list[BaseModel]] = {
             usage=USAGE,
             cost_usd=0,
             budget_remaining_usd=0,
+            thread_id="thr_2",
+            files=[results.FileSent(path="a.py", bytes=10, tokens=3)],
             transaction="0xab",
             note="n",
         ),

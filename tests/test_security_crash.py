@@ -18,8 +18,8 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 
-from tests.payer_support import assert_every_payment_valid
-from tests.security_support import (
+from tests.support.payer import assert_every_payment_valid
+from tests.support.security import (
     assert_budget_consistent,
     error_text,
     nonce_of,
@@ -27,7 +27,7 @@ from tests.security_support import (
     sandbox_view,
     wait_until,
 )
-from tests.server_support import OPUS, PYTHON, new_key, open_ledger, open_server, subprocess_env
+from tests.support.server import OPUS, PYTHON, new_key, open_ledger, open_server, subprocess_env
 
 pytestmark = pytest.mark.anyio
 

@@ -21,15 +21,15 @@ import httpx2
 import pytest
 
 from blockrun_mcp.sandbox.media import png_bytes
-from tests.payer_support import assert_every_payment_valid
-from tests.security_support import (
+from tests.support.payer import assert_every_payment_valid
+from tests.support.security import (
     assert_budget_consistent,
     error_text,
     reconcile,
     sandbox_view,
     structured,
 )
-from tests.server_support import (
+from tests.support.server import (
     DATA_URI_IMAGE_MODEL,
     OPUS,
     URL_IMAGE_MODEL,

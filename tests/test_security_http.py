@@ -18,7 +18,7 @@ import pytest
 
 from blockrun_mcp.config import ConfigError, load_config
 from blockrun_mcp.transports import check_http_binding
-from tests.server_support import (
+from tests.support.server import (
     INITIALIZE,
     MCP_HEADERS,
     PYTHON,
@@ -145,7 +145,11 @@ def test_every_non_loopback_bind_needs_a_token(tmp_path, host):
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "127.0.0.2"])
 def test_loopback_binds_need_no_token(tmp_path, host):
     bare = load_config({"HOME": str(tmp_path), "BLOCKRUN_DATA_DIR": str(tmp_path / "d")})
-    check_http_binding(host, bare)
+    assert bare.http_token is None
+    check_http_binding(host, bare)  # allowed: no ConfigError
+    # The very same tokenless config is refused on an outside address: the host is the reason.
+    with pytest.raises(ConfigError, match="without a token"):
+        check_http_binding("192.0.2.10", bare)
 
 
 def load_token(tmp_path):

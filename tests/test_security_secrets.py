@@ -15,13 +15,12 @@ from typing import Any
 
 import anyio
 import pytest
-from pydantic import SecretStr
 
 from blockrun_mcp.config import load_config
-from blockrun_mcp.wallet import Wallet, WalletError, parse_private_key
+from blockrun_mcp.wallet import WalletError, find_wallet, parse_private_key
 from blockrun_mcp.x402.errors import PaidRequestFailed, PaymentReplay, PaymentUnfunded
-from tests.security_support import contains_secret
-from tests.server_support import (
+from tests.support.security import contains_secret
+from tests.support.server import (
     DATA_URI_IMAGE_MODEL,
     OPUS,
     PYTHON,
@@ -114,7 +113,7 @@ async def test_a_full_session_never_writes_the_key_anywhere(sandbox, tmp_path):
                 )
                 assert init["result"]["protocolVersion"] == "2025-11-25"
                 await session.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
-                assert len((await session.request("tools/list", {}))["result"]["tools"]) == 7
+                assert len((await session.request("tools/list", {}))["result"]["tools"]) == 8
                 tool = session.tool
                 results["wallet"] = await tool("wallet", {})
                 results["models"] = await tool("list_models", {})
@@ -187,7 +186,8 @@ async def test_repr_str_and_errors_never_show_the_key(sandbox, tmp_path):
     key = new_key()
     service, _ = make_service(tmp_path, sandbox, key=key)
     config = load_config(env_for(tmp_path, sandbox, BLOCKRUN_WALLET_KEY=key))
-    wallet = Wallet(source="BLOCKRUN_WALLET_KEY", _key=SecretStr(key))
+    wallet = find_wallet(config)
+    assert wallet is not None and wallet.source == "BLOCKRUN_WALLET_KEY"
     try:
         texts = [
             repr(service),

@@ -12,13 +12,16 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from blockrun_mcp.tool_arguments import ToolParameters
-from tests.payer_support import assert_every_payment_valid
-from tests.security_support import MASKED_PREFIX, error_text
-from tests.server_support import CHEAP_MODEL, open_server
+from tests.support.payer import assert_every_payment_valid
+from tests.support.security import MASKED_PREFIX, error_text
+from tests.support.server import CHEAP_MODEL, open_server
 
 pytestmark = pytest.mark.anyio
 
-ASK_ARGUMENTS = "ask_model's arguments: prompt (required), model, system, max_tokens, temperature."
+ASK_ARGUMENTS = (
+    "ask_model's arguments: prompt (required), model, system, max_tokens, temperature, files, "
+    "thread_id, effort."
+)
 
 
 def assert_nothing_sent(sandbox: Any, requests_before: list[Any], h: Any) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from tests.payer_support import assert_every_payment_valid
-from tests.server_support import (
+from tests.support.payer import assert_every_payment_valid
+from tests.support.server import (
     CHEAP_MODEL,
     FREE_MODEL,
     NANO_MODEL,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.payer_support import assert_every_payment_valid
-from tests.security_support import expire_on_chain
-from tests.server_support import (
+from tests.support.payer import assert_every_payment_valid
+from tests.support.security import expire_on_chain
+from tests.support.server import (
     CHEAP_MODEL,
     OPUS,
     VIDEO_MODEL,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.payer_support import assert_every_payment_valid
-from tests.server_support import (
+from tests.support.payer import assert_every_payment_valid
+from tests.support.server import (
     CHEAP_MODEL,
     DATA_URI_IMAGE_MODEL,
     FREE_MODEL,

@@ -7,11 +7,13 @@ import stat
 import anyio
 import httpx2
 import pytest
+from eth_utils import is_checksum_address
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.payer_support import assert_every_payment_valid
-from tests.server_support import (
+from blockrun_mcp.ledger import Ledger
+from tests.support.payer import assert_every_payment_valid
+from tests.support.server import (
     CHEAP_MODEL,
     INITIALIZE,
     MCP_HEADERS,
@@ -56,7 +58,7 @@ async def test_serve_sandbox_over_stdio(tmp_path):
             assert answer["cost_usd"] > 0 and answer["transaction"]
             assert "over stdio" in answer["content"]
             wallet = (await client.call_tool("wallet", {})).structured_content
-            assert wallet["network"] == "base" and wallet["address"].startswith("0x")
+            assert wallet["network"] == "base" and is_checksum_address(wallet["address"])
             budget = (await client.call_tool("budget", {})).structured_content
             assert budget["session_spent_usd"] == pytest.approx(answer["cost_usd"])
     # Sandbox money is kept apart from the real ledger, in a private data dir.
@@ -65,6 +67,14 @@ async def test_serve_sandbox_over_stdio(tmp_path):
     ledger_file = data / "sandbox" / "ledger.sqlite3"
     assert stat.S_IMODE(ledger_file.stat().st_mode) == 0o600
     assert not (data / "ledger.sqlite3").exists()
+    # The wallet shown is the one that paid: the sandbox's throwaway wallet.
+    ledger = Ledger(ledger_file, read_only=True)
+    try:
+        (payment,) = ledger.payments()
+    finally:
+        ledger.close()
+    assert payment.status == "settled" and payment.tx_hash == answer["transaction"]
+    assert payment.payer is not None and payment.payer.lower() == wallet["address"].lower()
 
 
 async def test_plain_module_run_serves_stdio_with_the_configured_gateway(sandbox, tmp_path):

@@ -10,8 +10,8 @@ import pytest
 
 from blockrun_mcp.cli import main
 from blockrun_mcp.reports import ledger_path
-from tests.security_support import wait_until
-from tests.server_support import CHEAP_MODEL, VIDEO_MODEL, open_server
+from tests.support.security import wait_until
+from tests.support.server import CHEAP_MODEL, VIDEO_MODEL, open_server
 
 pytestmark = pytest.mark.anyio
 

@@ -1,4 +1,4 @@
-"""`spend --reconcile` and `spend`'s pending reasons, and `doctor`'s view of who was paid.
+"""`spend --reconcile` and `spend`'s pending reasons (who doctor says was paid: test_doctor.py).
 
 The chain is the sandbox's stand-in chain, which answers `authorizationState` from what the
 sandbox really settled; the ledger rows are what a server would have left behind.
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import anyio
 
-from blockrun_mcp import doctor
 from blockrun_mcp.cli import main
 from blockrun_mcp.ledger import Ledger
 from blockrun_mcp.payments import FINALITY_MARGIN_SECONDS
-from tests.payer_support import chat_request, make_gateway
+from tests.support.cli import signed_row
+from tests.support.payer import chat_request, make_gateway
 
 OTHER_PAYEE = "0x" + "12" * 20
 
@@ -47,22 +47,6 @@ def _run(monkeypatch, capsys, env: dict[str, str], *argv: str) -> tuple[int, str
     return code, out, err
 
 
-def _signed_row(
-    ledger: Ledger, *, payer: str | None, nonce: str, valid_before: int | None, pay_to: str
-) -> int:
-    payment = ledger.reserve(
-        session="s",
-        tool="ask_model",
-        model="m",
-        amount_atomic=10_000,
-        network="base",
-        session_limit_atomic=10**9,
-        daily_limit_atomic=None,
-    )
-    ledger.mark_signed(payment, nonce, payer=payer, pay_to=pay_to, valid_before=valid_before)
-    return payment
-
-
 async def _settled_nonce(sandbox, account) -> str:
     """A payment the sandbox really settled (its answer then 'lost' by the ledger below)."""
     gateway = make_gateway(sandbox.base_url, account)
@@ -83,24 +67,24 @@ def test_spend_reconcile_books_what_the_chain_says(
     path = tmp_path / "data" / "ledger.sqlite3"
     ledger = Ledger(path)
     rows = {
-        "used": _signed_row(
+        "used": signed_row(
             ledger, payer=funded_account.address, nonce=used, valid_before=expired, pay_to=payee
         ),
-        "unused": _signed_row(
+        "unused": signed_row(
             ledger,
             payer=funded_account.address,
             nonce="0x" + secrets.token_hex(32),
             valid_before=expired,
             pay_to=payee,
         ),
-        "valid": _signed_row(
+        "valid": signed_row(
             ledger,
             payer=funded_account.address,
             nonce="0x" + secrets.token_hex(32),
             valid_before=int(time.time()) + 300,
             pay_to=payee,
         ),
-        "old": _signed_row(ledger, payer=None, nonce="0x01", valid_before=None, pay_to=payee),
+        "old": signed_row(ledger, payer=None, nonce="0x01", valid_before=None, pay_to=payee),
     }
     ledger.close()
     env = _env(tmp_path, BLOCKRUN_RPC_URL=sandbox.rpc_url)
@@ -130,7 +114,7 @@ def test_spend_reconcile_books_what_the_chain_says(
 def test_spend_reconcile_with_no_chain_releases_nothing(tmp_path, monkeypatch, capsys):
     path = tmp_path / "data" / "ledger.sqlite3"
     ledger = Ledger(path)
-    payment = _signed_row(
+    payment = signed_row(
         ledger,
         payer="0x" + "ab" * 20,
         nonce="0x" + "22" * 32,
@@ -145,37 +129,3 @@ def test_spend_reconcile_with_no_chain_releases_nothing(tmp_path, monkeypatch, c
     assert json.loads(out)["pending"][0]["id"] == payment
     code, _, err = _run(monkeypatch, capsys, env, "spend", "--reconcile", "--sandbox")
     assert code == 2 and "sandbox" in err
-
-
-def _payee_checks(tmp_path: Path, payees: list[str], **extra: str) -> list[doctor.Check]:
-    ledger = Ledger(tmp_path / "data" / "ledger.sqlite3")
-    for payee in payees:
-        _signed_row(
-            ledger,
-            payer="0x" + "ab" * 20,
-            nonce="0x" + secrets.token_hex(32),
-            valid_before=int(time.time()) + 300,
-            pay_to=payee,
-        )
-    ledger.close()
-    checks = doctor.run_checks(_env(tmp_path, **extra), start_server=False)
-    return [check for check in checks if check.area in ("payee", "ledger")]
-
-
-def test_doctor_names_one_payee(tmp_path):
-    ledger, payee = _payee_checks(tmp_path, [OTHER_PAYEE, OTHER_PAYEE.upper().replace("X", "x")])
-    assert (
-        payee.status == doctor.OK and OTHER_PAYEE in payee.detail and "2 payment(s)" in payee.detail
-    )
-    assert "2 signed with the outcome unknown" in ledger.detail
-
-
-def test_doctor_warns_when_the_payee_changed(tmp_path):
-    _, payee = _payee_checks(tmp_path, [OTHER_PAYEE, "0x" + "34" * 20])
-    assert payee.status == doctor.WARN and "changed" in payee.detail
-    assert "BLOCKRUN_PAY_TO" in payee.fix
-
-
-def test_doctor_warns_about_payees_other_than_the_pinned_one(tmp_path):
-    _, payee = _payee_checks(tmp_path, [OTHER_PAYEE], BLOCKRUN_PAY_TO="0x" + "34" * 20)
-    assert payee.status == doctor.WARN and "other than BLOCKRUN_PAY_TO" in payee.detail

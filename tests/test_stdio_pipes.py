@@ -28,7 +28,7 @@ import pytest
 
 from blockrun_mcp import stdio_pipes
 from blockrun_mcp.stdio_pipes import PipeLines, PipeWriter
-from tests.server_support import INITIALIZE, PYTHON, REPO_ROOT, new_key, subprocess_env
+from tests.support.server import INITIALIZE, PYTHON, REPO_ROOT, new_key, subprocess_env
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX pipes and fcntl only")
 

@@ -56,8 +56,21 @@ def test_lookup_order(tmp_path):
 
 
 def test_key_without_0x_prefix(tmp_path):
-    wallet = find_wallet(config_for(tmp_path, BLOCKRUN_WALLET_KEY=KEY_B))
-    assert wallet.address.startswith("0x")
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+    from eth_utils import is_checksum_address
+
+    bare = find_wallet(config_for(tmp_path, BLOCKRUN_WALLET_KEY=KEY_B))
+    expected = Account.from_key("0x" + KEY_B).address
+    # The same wallet as the 0x-prefixed key (in any case), shown with its EIP-55 checksum.
+    for spelling in ("0x" + KEY_B, "0X" + KEY_B.upper(), KEY_B.upper()):
+        assert find_wallet(config_for(tmp_path, BLOCKRUN_WALLET_KEY=spelling)).address == expected
+    assert bare.address == expected
+    assert is_checksum_address(bare.address) and bare.address != bare.address.lower()
+    # It signs as that address.
+    message = encode_defunct(text="blockrun")
+    signature = bare.account.sign_message(message).signature
+    assert Account.recover_message(message, signature=signature) == expected
 
 
 def test_missing_wallet_says_how_to_make_one(tmp_path):

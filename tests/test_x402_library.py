@@ -13,8 +13,8 @@ import httpx2
 import pytest
 
 import blockrun_mcp.x402 as x402
-from tests.payer_support import assert_every_payment_valid, chat_request
-from tests.security_support import sandbox_view
+from tests.support.payer import assert_every_payment_valid, chat_request
+from tests.support.security import sandbox_view
 
 pytestmark = pytest.mark.anyio
 
@@ -115,3 +115,4 @@ async def test_a_client_of_another_library_is_refused_plainly(sandbox, funded_ac
     async with httpx2.AsyncClient() as real:
         with pytest.raises(TypeError, match="not an httpx or httpx2"):
             await _payer(funded_account).send(NotHttpx(), _chat(real, sandbox))
+    assert not sandbox.state.payments_seen  # refused before any payment was sent

@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from blockrun_mcp.sandbox import bodies, media, payments, replies, rpc, terms
-from blockrun_mcp.sandbox.bodies import BadRequest, PricedRequest, VideoBody
+from blockrun_mcp.sandbox.bodies import BadRequest, PricedRequest, ResponsesBody, VideoBody
 from blockrun_mcp.sandbox.catalog import catalog_body
 from blockrun_mcp.sandbox.drops import DroppedResponse, cut_stream
 from blockrun_mcp.sandbox.faults import CountOnce, Faults
@@ -39,6 +39,9 @@ FillerHead = tuple[bytes, str]  # how a never-ending answer starts, and its medi
 Parse = Callable[[Any], PricedRequest]
 
 PROXY_TIMEOUT_STATUS = 524  # what the proxy in front of BlockRun answers when it cuts a request
+# A streamed Responses answer "thinks" (model_latency_seconds) after response.created and
+# response.in_progress, before its first output item, as chat thinks after its role chunk.
+RESPONSES_THINK_AFTER_EVENTS = 2
 VIDEO_FAILURE = "The upstream provider failed to render the video (sandbox fault). Not charged."
 
 
@@ -305,14 +308,42 @@ class Gateway:
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
     async def _deliver_responses(self, call: PaidCall, receipt: Receipt) -> Response:
+        """A Responses object, or its native SSE stream (`event:` + `data:`, no [DONE]), paid
+        as chat is: the same receipt headers, the same latency and stream-cut faults."""
         priced = call.priced
-        reply = replies.answer(priced.entry.id, priced.messages, priced.max_tokens)
-        await self._model_latency(call)
-        return JSONResponse(replies.responses_body(reply), headers=receipt)
+        body = priced.body
+        assert isinstance(body, ResponsesBody)
+        reasoning = replies.reasoning_tokens(body.effort, priced.messages)
+        reply = replies.answer(
+            priced.entry.id, priced.messages, priced.max_tokens, reasoning=reasoning
+        )
+        result = replies.responses_body(reply, body.model_dump(exclude_none=True))
+        if not call.streaming:
+            await self._model_latency(call)
+            return JSONResponse(result, headers=receipt)
+        events = [replies.sse(data, name) for name, data in replies.responses_stream_events(result)]
+        headers = {"Cache-Control": "no-cache", **(receipt or {})}
+        keep = call.faults.stream_cut_after_chunks
+        if keep is not None and receipt is not None:
+            call.fault_hit()
+            return cut_stream(events, keep, headers)
+        latency = call.faults.model_latency_seconds
+
+        async def stream() -> AsyncIterator[bytes]:
+            for index, event in enumerate(events):
+                if index == RESPONSES_THINK_AFTER_EVENTS and latency:
+                    await anyio.sleep(latency)
+                yield event
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
     @staticmethod
     def _filler_head(call: PaidCall) -> FillerHead:
         """The start of an answer that filler can continue without ever completing it."""
+        if call.streaming and call.path.endswith("/v1/responses"):
+            delta = b"response.output_text.delta"
+            head = b"event: " + delta + b'\ndata: {"type":"' + delta + b'","delta":"'
+            return head, "text/event-stream"
         if call.streaming:
             return b'data: {"choices":[{"delta":{"content":"', "text/event-stream"
         return b'{"data":[{"url":"data:image/png;base64,', "application/json"

@@ -11,7 +11,7 @@ import re
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 from blockrun_mcp.sandbox import quotes
 from blockrun_mcp.sandbox.catalog import (
@@ -22,6 +22,7 @@ from blockrun_mcp.sandbox.catalog import (
     ModelEntry,
     find_model,
 )
+from blockrun_mcp.sandbox.replies import REASONING_EFFORTS
 
 MAX_IMAGES = 4
 SAMPLING_PARAMETERS = ("temperature", "top_p", "top_k")
@@ -57,12 +58,28 @@ class ChatBody(_Body):
     stream: bool = False
 
 
+class ReasoningConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    effort: str | None = None  # checked against REASONING_EFFORTS before validation
+    summary: str | None = None
+
+
 class ResponsesBody(_Body):
     input: str | list[Any]
     instructions: str | None = None
     max_output_tokens: StrictInt | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
-    stream: Literal[False] = False
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    stream: StrictBool = False
+    store: StrictBool | None = None  # only false (or absent): see STATELESS_REFUSALS
+    background: StrictBool | None = None
+    reasoning: ReasoningConfig | None = None
+    include: list[str] | None = None
+
+    @property
+    def effort(self) -> str | None:
+        return self.reasoning.effort if self.reasoning else None
 
 
 class ImageBody(_Body):
@@ -133,11 +150,11 @@ def _model(model_id: str, kind: Kind) -> ModelEntry:
     return entry
 
 
-def _max_tokens(entry: ModelEntry, requested: int | None) -> int:
+def _max_tokens(entry: ModelEntry, requested: int | None, field: str = "max_tokens") -> int:
     max_tokens = requested if requested is not None else quotes.DEFAULT_MAX_TOKENS
     if max_tokens > entry.max_output:
         raise BadRequest(
-            f"max_tokens {max_tokens} exceeds {entry.id}'s maximum output of {entry.max_output}"
+            f"{field} {max_tokens} exceeds {entry.id}'s maximum output of {entry.max_output}"
         )
     return max_tokens
 
@@ -161,6 +178,73 @@ def parse_chat(raw: Any) -> PricedRequest:
     )
 
 
+# BlockRun's Responses page: upstream calls share one org key, so server-side state is off and
+# these are refused with a 400 before any quote, each with the page's reason. The flags are
+# refused when true (store: false is fine), the others when present with any value but null.
+STATELESS_REFUSALS: dict[str, str] = {
+    "store": "store: true is not supported: responses are never retained upstream "
+    "(store: false is enforced on every request)",
+    "previous_response_id": "previous_response_id is not supported: there are no stored "
+    "responses to reference; resend the full context in 'input'",
+    "conversation": "conversation is not supported: there is no server-side conversation "
+    "state; resend the full context in 'input'",
+    "prompt": "prompt is not supported: there are no stored prompt templates",
+    "background": "background: true is not supported: background jobs complete after the "
+    "HTTP exchange, so there is nothing to bill against",
+}
+REFUSED_WHEN_TRUE = ("store", "background")
+MESSAGE_ROLES = ("user", "assistant", "system", "developer")
+
+
+def _refuse_stateful(raw: dict[str, Any]) -> None:
+    """The stateless gateway's refusals (STATELESS_REFUSALS), in the page's order."""
+    for name, why in STATELESS_REFUSALS.items():
+        value = raw.get(name)
+        refused = (value is True) if name in REFUSED_WHEN_TRUE else (value is not None)
+        if refused:
+            raise BadRequest(why)
+
+
+def _check_effort(raw: dict[str, Any]) -> None:
+    reasoning = raw.get("reasoning")
+    if reasoning is None:
+        return
+    if not isinstance(reasoning, dict):
+        raise BadRequest('invalid \'reasoning\': send an object such as {"effort": "high"}')
+    effort = reasoning.get("effort")
+    if effort is not None and effort not in REASONING_EFFORTS:
+        allowed = ", ".join(REASONING_EFFORTS)
+        raise BadRequest(f"invalid 'reasoning.effort' {effort!r}: use one of {allowed}")
+
+
+def _input_item(index: int, item: Any) -> dict[str, Any] | None:
+    """One Responses input item as a chat message (None: an item carrying no text to quote)."""
+    where = f"input.{index}"
+    if isinstance(item, str):
+        return {"role": "user", "content": item}
+    if not isinstance(item, dict):
+        raise BadRequest(f"invalid '{where}': an input item is a string or an object")
+    kind = item.get("type", "message")
+    if kind == "function_call_output":
+        output = item.get("output")
+        return {"role": "tool", "content": output if isinstance(output, str | list) else ""}
+    if kind != "message":
+        return None  # reasoning replays, function calls, ...: accepted, not quoted
+    role, content = item.get("role"), item.get("content")
+    if role not in MESSAGE_ROLES:
+        raise BadRequest(f"invalid '{where}.role' {role!r}: use one of {', '.join(MESSAGE_ROLES)}")
+    if not isinstance(content, str | list):
+        raise BadRequest(f"invalid '{where}.content': a string or a list of content parts")
+    if isinstance(content, list):
+        for number, part in enumerate(content):
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                raise BadRequest(
+                    f"invalid '{where}.content.{number}': a part is an object with a 'type' "
+                    "(input_text, input_image, input_file, output_text)"
+                )
+    return {"role": role, "content": content}
+
+
 def responses_messages(body: ResponsesBody) -> list[dict[str, Any]]:
     """The Responses API input as chat messages, so it is quoted by the same formula."""
     messages: list[dict[str, Any]] = []
@@ -169,29 +253,37 @@ def responses_messages(body: ResponsesBody) -> list[dict[str, Any]]:
     if isinstance(body.input, str):
         messages.append({"role": "user", "content": body.input})
     else:
-        for item in body.input:
-            if isinstance(item, dict):
-                messages.append({"role": item.get("role", "user"), "content": item.get("content")})
-            elif isinstance(item, str):
-                messages.append({"role": "user", "content": item})
+        for index, item in enumerate(body.input):
+            message = _input_item(index, item)
+            if message is not None:
+                messages.append(message)
     if not messages:
         raise BadRequest("invalid 'input': it holds no messages")
     return messages
 
 
-def parse_responses(raw: Any) -> PricedRequest:
-    if isinstance(raw, dict) and raw.get("stream") is True:
-        raise BadRequest(
-            "the sandbox serves /v1/responses unstreamed; stream with /v1/chat/completions"
-        )
-    body = _validate(ResponsesBody, raw)
-    entry = _model(body.model, "chat")
+def _responses_model(model_id: str) -> ModelEntry:
+    """The page: "the openai/ prefix is optional"; other providers go to Chat Completions."""
+    if find_model(model_id) is None and "/" not in model_id:
+        model_id = f"openai/{model_id}"
+    entry = _model(model_id, "chat")
     if entry.provider != "openai":
         raise BadRequest(
             f"/v1/responses serves OpenAI models only; use /v1/chat/completions for {entry.id}"
         )
-    max_tokens = _max_tokens(entry, body.max_output_tokens)
+    return entry
+
+
+def parse_responses(raw: Any) -> PricedRequest:
+    if isinstance(raw, dict):
+        _refuse_stateful(raw)
+        _check_effort(raw)
+    body = _validate(ResponsesBody, raw)
+    entry = _responses_model(body.model)
+    max_tokens = _max_tokens(entry, body.max_output_tokens, "max_output_tokens")
     messages = responses_messages(body)
+    # The documented quote, whatever the reasoning effort: effort changes what is used, not
+    # what is signed (the quote already prices a tenth of max_output_tokens as output).
     price = quotes.chat_quote_usd(entry, messages, max_tokens)
     return PricedRequest(
         entry=entry, body=body, messages=messages, max_tokens=max_tokens, price_usd=price

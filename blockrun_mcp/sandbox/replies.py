@@ -1,12 +1,16 @@
 """The sandbox's "model": deterministic answers in OpenAI's chat, stream and Responses shapes.
 
 Answers quote the last user message, so a test can tell which prompt reached which model, and
-they honour max_tokens the way a real model does (cut short, finish_reason "length").
+they honour max_tokens the way a real model does (cut short, finish_reason "length"). Reasoning
+(Responses `reasoning.effort`) spends tokens out of the same max_tokens before the visible answer,
+as OpenAI's reasoning models do.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import itertools
 import json
 import math
 import secrets
@@ -24,6 +28,12 @@ REFUSAL_MARKER = "[[refuse]]"
 REFUSING_MODELS = ADAPTIVE_THINKING_MODELS
 QUOTE_CHARS = 80
 STREAM_PIECES = 4
+# Reasoning tokens = weight of the effort x (REASONING_BASE_TOKENS + the prompt's tokens), capped
+# by max_tokens: deterministic, rising with effort, larger for a larger request. No effort asked:
+# no reasoning. The efforts are OpenAI's documented reasoning.effort values for these models.
+REASONING_WEIGHTS: dict[str, int] = {"minimal": 1, "low": 2, "medium": 4, "high": 8}
+REASONING_EFFORTS: tuple[str, ...] = tuple(REASONING_WEIGHTS)
+REASONING_BASE_TOKENS = 16
 
 
 class Answer(BaseModel):
@@ -31,7 +41,8 @@ class Answer(BaseModel):
     content: str
     finish_reason: str
     prompt_tokens: int
-    completion_tokens: int
+    completion_tokens: int  # reasoning included, as OpenAI counts it
+    reasoning_tokens: int = 0
 
     def usage(self) -> dict[str, Any]:
         return {
@@ -39,8 +50,24 @@ class Answer(BaseModel):
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
             "prompt_tokens_details": {"cached_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
         }
+
+    def responses_usage(self) -> dict[str, Any]:
+        return {
+            "input_tokens": self.prompt_tokens,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": self.completion_tokens,
+            "output_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+
+def reasoning_tokens(effort: str | None, messages: list[dict[str, Any]]) -> int:
+    """What a request reasons for at `effort` (before the max_tokens cap); 0 without an effort."""
+    if effort is None:
+        return 0
+    return REASONING_WEIGHTS[effort] * (REASONING_BASE_TOKENS + estimate_input_tokens(messages))
 
 
 def _last_user_text(messages: list[dict[str, Any]]) -> str:
@@ -50,7 +77,11 @@ def _last_user_text(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
-def answer(model: str, messages: list[dict[str, Any]], max_tokens: int) -> Answer:
+def answer(
+    model: str, messages: list[dict[str, Any]], max_tokens: int, *, reasoning: int = 0
+) -> Answer:
+    """The reply to `messages`. `reasoning` tokens are spent first, out of `max_tokens`: what is
+    left bounds the visible answer, and none left means an empty, cut-short answer."""
     prompt_tokens = estimate_input_tokens(messages)
     if model in REFUSING_MODELS and any(
         REFUSAL_MARKER in message_text(m.get("content")) for m in messages
@@ -69,16 +100,19 @@ def answer(model: str, messages: list[dict[str, Any]], max_tokens: int) -> Answe
         (model + json.dumps(messages, sort_keys=True, default=str)).encode()
     ).hexdigest()[:8]
     content = f'[sandbox {model}] You said: "{said}". Deterministic sandbox reply {digest}.'
+    reasoning = min(reasoning, max_tokens)
+    budget = max_tokens - reasoning
     tokens = math.ceil(len(content) / 4)
     finish_reason = "stop"
-    if tokens > max_tokens:
-        content, tokens, finish_reason = content[: max_tokens * 4], max_tokens, "length"
+    if tokens > budget:
+        content, tokens, finish_reason = content[: budget * 4], budget, "length"
     return Answer(
         model=model,
         content=content,
         finish_reason=finish_reason,
         prompt_tokens=prompt_tokens,
-        completion_tokens=tokens,
+        completion_tokens=reasoning + tokens,
+        reasoning_tokens=reasoning,
     )
 
 
@@ -125,22 +159,41 @@ def stream_events(reply: Answer) -> list[dict[str, Any]]:
     return events
 
 
-def sse(event: dict[str, Any] | str) -> bytes:
+def sse(event: dict[str, Any] | str, name: str | None = None) -> bytes:
+    """One server-sent event; `name` adds the `event:` line the Responses stream carries."""
     data = event if isinstance(event, str) else json.dumps(event, separators=(",", ":"))
-    return f"data: {data}\n\n".encode()
+    head = f"event: {name}\n" if name else ""
+    return f"{head}data: {data}\n\n".encode()
 
 
-def responses_body(reply: Answer) -> dict[str, Any]:
-    """The OpenAI Responses API object for the same answer."""
+def _reasoning_item(reply: Answer, encrypted: bool) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "type": "reasoning",
+        "id": "rs_sbx" + secrets.token_hex(8),
+        "summary": [],
+    }
+    if encrypted:  # include: ["reasoning.encrypted_content"], for replaying in the next input
+        opaque = hashlib.sha256(f"{reply.model}|{reply.content}".encode()).digest()
+        item["encrypted_content"] = "sbx:" + base64.b64encode(opaque).decode()
+    return item
+
+
+def responses_body(reply: Answer, request: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The OpenAI Responses API object for the same answer.
+
+    `request` is the validated request body: the object echoes its settings as OpenAI's does,
+    and its `reasoning` / `include` decide the reasoning item. `store` is always false: the
+    gateway is stateless. `output_text` is the SDKs' convenience field, served for plain clients.
+    """
+    request = request or {}
+    reasoning = request.get("reasoning") or {}
     complete = reply.finish_reason == "stop"
-    return {
-        "id": "resp_sbx" + secrets.token_hex(10),
-        "object": "response",
-        "created_at": int(time.time()),
-        "model": reply.model,
-        "status": "completed" if complete else "incomplete",
-        "incomplete_details": None if complete else {"reason": "max_output_tokens"},
-        "output": [
+    output: list[dict[str, Any]] = []
+    if reasoning.get("effort") is not None:
+        encrypted = "reasoning.encrypted_content" in (request.get("include") or [])
+        output.append(_reasoning_item(reply, encrypted))
+    if reply.content or complete:  # reasoning that used up max_output_tokens leaves no message
+        output.append(
             {
                 "type": "message",
                 "id": "msg_sbx" + secrets.token_hex(8),
@@ -148,13 +201,73 @@ def responses_body(reply: Answer) -> dict[str, Any]:
                 "role": "assistant",
                 "content": [{"type": "output_text", "text": reply.content, "annotations": []}],
             }
-        ],
+        )
+    return {
+        "id": "resp_sbx" + secrets.token_hex(10),
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": "completed" if complete else "incomplete",
+        "background": False,
+        "error": None,
+        "incomplete_details": None if complete else {"reason": "max_output_tokens"},
+        "instructions": request.get("instructions"),
+        "max_output_tokens": request.get("max_output_tokens"),
+        "model": reply.model,
+        "output": output,
         "output_text": reply.content,
-        "usage": {
-            "input_tokens": reply.prompt_tokens,
-            "output_tokens": reply.completion_tokens,
-            "total_tokens": reply.prompt_tokens + reply.completion_tokens,
-            "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens_details": {"reasoning_tokens": 0},
-        },
+        "parallel_tool_calls": request.get("parallel_tool_calls", True),
+        "previous_response_id": None,
+        "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
+        "store": False,
+        "temperature": request.get("temperature"),
+        "text": request.get("text") or {"format": {"type": "text"}},
+        "tool_choice": request.get("tool_choice", "auto"),
+        "tools": request.get("tools") or [],
+        "top_p": request.get("top_p"),
+        "truncation": "disabled",
+        "usage": reply.responses_usage(),
     }
+
+
+def responses_stream_events(body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The native Responses SSE events that deliver `body` (a `responses_body`), in order.
+
+    response.created, response.in_progress; per output item: output_item.added, and for a
+    message content_part.added, output_text.delta pieces, output_text.done, content_part.done;
+    output_item.done; then response.completed with the whole object (response.incomplete when
+    max_output_tokens cut it short, as OpenAI ends such a stream). Each data carries its `type`
+    and a `sequence_number` from 0.
+    """
+    numbers = itertools.count()
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    def emit(kind: str, **fields: Any) -> None:
+        events.append((kind, {"type": kind, "sequence_number": next(numbers), **fields}))
+
+    pending = {key: value for key, value in body.items() if key != "output_text"}
+    pending.update(status="in_progress", incomplete_details=None, output=[], usage=None)
+    emit("response.created", response=pending)
+    emit("response.in_progress", response=pending)
+    for index, item in enumerate(body["output"]):
+        if item["type"] != "message":
+            started = {key: value for key, value in item.items() if key != "encrypted_content"}
+            emit("response.output_item.added", output_index=index, item=started)
+            emit("response.output_item.done", output_index=index, item=item)
+            continue
+        where = {"item_id": item["id"], "output_index": index}
+        emit(
+            "response.output_item.added",
+            output_index=index,
+            item={**item, "status": "in_progress", "content": []},
+        )
+        for part_index, part in enumerate(item["content"]):
+            at = {**where, "content_index": part_index}
+            emit("response.content_part.added", **at, part={**part, "text": ""})
+            for piece in _pieces(part["text"]):
+                emit("response.output_text.delta", **at, delta=piece, logprobs=[])
+            emit("response.output_text.done", **at, text=part["text"], logprobs=[])
+            emit("response.content_part.done", **at, part=part)
+        emit("response.output_item.done", output_index=index, item=item)
+    final = "response.completed" if body["status"] == "completed" else "response.incomplete"
+    emit(final, response=body)
+    return events

@@ -8,14 +8,31 @@ from typing import TYPE_CHECKING
 
 from blockrun_mcp.errors import BlockrunError
 from blockrun_mcp.money import atomic_to_usd, funding_hint
-from blockrun_mcp.results import BudgetResult, Receipt, WalletResult
-from blockrun_mcp.service.failures import ToolFailure
+from blockrun_mcp.results import (
+    BudgetResult,
+    Receipt,
+    ThreadInfo,
+    ThreadsResult,
+    TurnInfo,
+    WalletResult,
+)
+from blockrun_mcp.service.failures import Failures, ToolFailure
 
 if TYPE_CHECKING:
     from blockrun_mcp.budget import SessionBudget
     from blockrun_mcp.service.core import BlockrunService
 
 RECENT_RECEIPTS = 10
+RECENT_THREADS = 20
+SHOWN_CHARS = 2000  # of each prompt and answer in a thread's turns: the whole is in the ledger
+
+
+def _utc(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + " […]"
 
 
 class Account:
@@ -66,3 +83,35 @@ class Account:
             raise ToolFailure(exc.message) from None
         funding = service.options.funding_hint or funding_hint(service.network, wallet.address)
         return WalletResult(address=wallet.address, network=service.network.name, funding=funding)
+
+    async def threads(self, thread_id: str | None = None, owner: str = "default") -> ThreadsResult:
+        async with Failures():
+            store = self.service.threads
+            if thread_id is not None:
+                turns = store.turns(thread_id, owner)
+                return ThreadsResult(
+                    turns=[
+                        TurnInfo(
+                            model=turn.model,
+                            prompt=_shown(turn.prompt),
+                            answer=_shown(turn.answer),
+                            files=[file.label for file in turn.files],
+                            cost_usd=atomic_to_usd(turn.cost_atomic),
+                            time=_utc(turn.created_at),
+                        )
+                        for turn in turns
+                    ]
+                )
+            return ThreadsResult(
+                threads=[
+                    ThreadInfo(
+                        thread_id=summary.id,
+                        title=summary.title,
+                        models=summary.models,
+                        turns=summary.turns,
+                        cost_usd=atomic_to_usd(summary.cost_atomic),
+                        last_used=_utc(summary.updated_at),
+                    )
+                    for summary in store.recent(owner, RECENT_THREADS)
+                ]
+            )

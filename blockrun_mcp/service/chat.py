@@ -1,21 +1,69 @@
-"""ask_model: one question to one chat model, paid within the budget."""
+"""ask_model: a question to a chat model, paid within the budget; with files read from the
+workspace, a thread that carries the conversation on, and reasoning effort for OpenAI models."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from blockrun_mcp import pricing
-from blockrun_mcp.gateway_models import ChatMessage, ChatRequest
-from blockrun_mcp.results import AskResult, Usage
+from blockrun_mcp.catalog import kind_of
+from blockrun_mcp.gateway_models import (
+    EFFORTS,
+    CatalogEntry,
+    ChatMessage,
+    ChatRequest,
+    ResponsesRequest,
+)
+from blockrun_mcp.money import usd_to_atomic
+from blockrun_mcp.results import AskResult, FileSent, Usage
 from blockrun_mcp.service import arguments
 from blockrun_mcp.service.failures import Failures, ToolFailure
+from blockrun_mcp.workspace import Selection, SentFile, fenced
 
 if TYPE_CHECKING:
     from blockrun_mcp.budget import SessionBudget
     from blockrun_mcp.service.core import BlockrunService
+    from blockrun_mcp.threads import Turn
 
 REFUSED = "The model refused to answer (content_filter). Rephrase, or ask another model."
 CUT_OFF = "The answer was cut off before the model finished; what arrived is shown."
+
+
+@dataclass(frozen=True)
+class Context:
+    """What one ask sends: the conversation so far, the files, and what it all costs in tokens."""
+
+    messages: list[ChatMessage]
+    system: str | None
+    files: list[SentFile]
+    prompt_tokens: int
+
+
+def with_files(files: list[SentFile], prompt: str) -> str:
+    """The user's message: the files first, each fenced and labelled, then the question."""
+    return f"{fenced(files)}\n\n{prompt}" if files else prompt
+
+
+def conversation(
+    history: list[Turn], system: str | None, files: list[SentFile], prompt: str
+) -> Context:
+    """Every earlier turn again (the gateway keeps no state), then this one. Without a new
+    system prompt, the thread's last one goes on applying."""
+    system = system or next((t.system for t in reversed(history) if t.system), None)
+    messages = [ChatMessage(role="system", content=system)] if system else []
+    for turn in history:
+        messages.append(ChatMessage(role="user", content=with_files(turn.files, turn.prompt)))
+        messages.append(ChatMessage(role="assistant", content=turn.answer))
+    messages.append(ChatMessage(role="user", content=with_files(files, prompt)))
+    tokens = pricing.estimate_input_tokens(m.content for m in messages)
+    return Context(messages, system, files, tokens)
+
+
+def takes_effort(entry: CatalogEntry) -> bool:
+    """OpenAI's models take reasoning effort, through the gateway's Responses endpoint."""
+    return entry.provider == "openai" and kind_of(entry) == "chat" and not entry.is_free
 
 
 class Chat:
@@ -30,40 +78,77 @@ class Chat:
         system: str | None = None,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        files: list[str] | None = None,
+        thread_id: str | None = None,
+        effort: str | None = None,
+        *,
+        roots: list[str] | None = None,
+        owner: str = "default",
     ) -> AskResult:
         service = self.service
         async with Failures(budget) as failures:
             arguments.require_text(prompt, "prompt")
             arguments.optional_text(system, "system")
+            arguments.temperature(temperature)
+            if effort is not None and effort not in EFFORTS:
+                raise ToolFailure(f"effort must be one of {', '.join(EFFORTS)}, got {effort!r}.")
+            threads = service.threads
+            if thread_id is not None:
+                threads.check(thread_id, owner)  # before anything else: unknown costs nothing
+            selection = service.workspace(roots).select(files) if files else Selection()
             entry = await service.model(model, "chat")
             tokens = arguments.max_tokens_for(max_tokens, entry)
-            arguments.temperature(temperature)
-            messages = ([ChatMessage(role="system", content=system)] if system else []) + [
-                ChatMessage(role="user", content=prompt)
-            ]
-            texts = [m.content for m in messages]
-            prompt_tokens = pricing.estimate_input_tokens(texts)
-            if entry.context_window and prompt_tokens + tokens > entry.context_window:
-                raise ToolFailure(
-                    f"The prompt (about {prompt_tokens} tokens) plus max_tokens {tokens} exceeds "
-                    f"{entry.id}'s context window of {entry.context_window} tokens. Shorten it or "
-                    "pick a model with a larger context_window."
+            if effort is not None and not takes_effort(entry):
+                raise ToolFailure(await self._no_effort(entry))
+            async with threads.taking_turn(thread_id) if thread_id else nullcontext():
+                history = threads.turns(thread_id, owner) if thread_id else []
+                context = conversation(history, system, selection.files, prompt)
+                await self._fits(entry, context, tokens)
+                texts = [m.content for m in context.messages]
+                failures.call = call = service.paid_call(
+                    budget,
+                    tool="ask_model",
+                    model=entry.id,
+                    estimate_usd=pricing.chat_cost_usd(entry, texts, tokens),
                 )
-            request = ChatRequest(
-                model=entry.id, messages=messages, max_tokens=tokens, temperature=temperature
-            )
-            failures.call = call = service.paid_call(
-                budget,
-                tool="ask_model",
-                model=entry.id,
-                estimate_usd=pricing.chat_cost_usd(entry, texts, tokens),
-            )
-            async with (
-                call,
-                call.deadline(service.config.call_timeout_s, "BLOCKRUN_CALL_TIMEOUT_S"),
-            ):
-                answer, _ = await service.gateway.paid_by(call).chat(request, stream=True)
+                gateway = service.gateway.paid_by(call)
+                async with (
+                    call,
+                    call.deadline(service.config.call_timeout_s, "BLOCKRUN_CALL_TIMEOUT_S"),
+                ):
+                    if effort is None:
+                        request = ChatRequest(
+                            model=entry.id,
+                            messages=context.messages,
+                            max_tokens=tokens,
+                            temperature=temperature,
+                        )
+                        answer, _ = await gateway.chat(request, stream=True)
+                    else:
+                        answer, _ = await gateway.respond(
+                            ResponsesRequest(
+                                model=entry.id,
+                                messages=context.messages,
+                                max_output_tokens=tokens,
+                                effort=effort,
+                            )
+                        )
+                thread_id = threads.add_turn(
+                    thread_id,
+                    owner,
+                    model=entry.id,
+                    effort=effort,
+                    system=context.system,
+                    files=selection.files,
+                    prompt=prompt,
+                    answer=answer.content,
+                    finish_reason=answer.finish_reason,
+                    cost_atomic=usd_to_atomic(call.cost_usd),
+                    payment_id=call.holds[0].payment_id if call.holds else None,
+                )
             refused = answer.finish_reason == "content_filter"
+            notes = [REFUSED if refused else (None if answer.complete else CUT_OFF)]
+            notes.append(selection.skipped_note())
             return AskResult(
                 model=answer.model,
                 content=answer.content,
@@ -73,9 +158,46 @@ class Chat:
                     prompt_tokens=answer.usage.prompt_tokens,
                     completion_tokens=answer.usage.completion_tokens,
                     total_tokens=answer.usage.total_tokens,
+                    reasoning_tokens=answer.usage.reasoning_tokens,
                 ),
                 cost_usd=call.cost_usd,
                 budget_remaining_usd=budget.remaining_usd(),
+                thread_id=thread_id,
+                files=[
+                    FileSent(path=f.label, bytes=f.size, tokens=f.tokens) for f in selection.files
+                ],
                 transaction=call.tx_hash,
-                note=REFUSED if refused else (None if answer.complete else CUT_OFF),
+                note=" ".join(note for note in notes if note) or None,
             )
+
+    async def _fits(self, entry: CatalogEntry, context: Context, max_tokens: int) -> None:
+        """Refuse, before paying, a conversation the model's context window cannot hold, and
+        name the cheapest model that can. Nothing is ever silently dropped."""
+        needed = context.prompt_tokens + max_tokens
+        if not entry.context_window or needed <= entry.context_window:
+            return
+        entries = (await self.service.catalog.snapshot()).entries
+        fitting = [
+            e
+            for e in entries
+            if kind_of(e) == "chat" and e.available and (e.context_window or 0) >= needed
+        ]
+        suggestion = min(fitting, key=lambda e: (e.input_price, e.id), default=None)
+        raise ToolFailure(
+            f"This would send about {context.prompt_tokens} tokens (the thread's earlier turns, "
+            f"files and prompt) plus max_tokens {max_tokens}, over {entry.id}'s context window "
+            f"of {entry.context_window} tokens; nothing was paid. "
+            + (
+                f"{suggestion.id} holds {suggestion.context_window} tokens."
+                if suggestion
+                else "No model's context window holds it: send fewer files or start a new thread."
+            )
+        )
+
+    async def _no_effort(self, entry: CatalogEntry) -> str:
+        entries = (await self.service.catalog.snapshot()).entries
+        able = sorted(e.id for e in entries if takes_effort(e) and e.available)
+        return (
+            f"{entry.id} does not take a reasoning effort; nothing was paid. effort works with "
+            f"OpenAI's models: {', '.join(able)}."
+        )

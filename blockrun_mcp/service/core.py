@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
     from blockrun_mcp.config import Config
     from blockrun_mcp.ledger import Ledger
     from blockrun_mcp.payments import Reconciliation
+    from blockrun_mcp.threads import ThreadStore
+    from blockrun_mcp.workspace import Workspace
 
 log = logging.getLogger("blockrun_mcp")
 
@@ -82,7 +85,9 @@ class BlockrunService:
         self.catalog = Catalog(self.gateway.list_models)
         self.media = MediaStore(config.output_dir, config.api_url)
         self._ledger: Ledger | None = None
+        self._threads: ThreadStore | None = None
         self._sessions: dict[str, SessionBudget] = {}
+        self.start_dir = Path.cwd()  # the workspace when neither the client nor the env names one
         self._reconciling = anyio.Lock()
         self.chat = Chat(self)
         self.images = Images(self)
@@ -107,6 +112,23 @@ class BlockrunService:
                 ) from None
         return self._ledger
 
+    @property
+    def threads(self) -> ThreadStore:
+        if self._threads is None:
+            from blockrun_mcp.threads import ThreadStore
+
+            self._threads = ThreadStore(self.ledger)
+        return self._threads
+
+    def workspace(self, client_roots: list[str] | None) -> Workspace:
+        """Where `files` may come from for this call (the client's roots first)."""
+        from blockrun_mcp.workspace import Workspace, workspace_roots
+
+        config = self.config
+        roots = workspace_roots(client_roots, list(config.workspace), self.start_dir)
+        private = [config.data_dir, config.output_dir, config.home / ".blockrun"]
+        return Workspace(roots, forbidden=private)
+
     def session(self, key: str) -> SessionBudget:
         budget = self._sessions.get(key)
         if budget is None:
@@ -117,6 +139,11 @@ class BlockrunService:
     def forget_session(self, session_id: str) -> None:
         """An HTTP session ended: its budget object goes (its spend stays in the ledger)."""
         self._sessions.pop(f"http-{session_id}", None)
+
+    @property
+    def session_count(self) -> int:
+        """Session budgets held in memory (bounded: see sessions.py)"""
+        return len(self._sessions)
 
     @staticmethod
     def new_session_key(prefix: str = "stdio") -> str:

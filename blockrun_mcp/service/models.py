@@ -9,6 +9,7 @@ from blockrun_mcp.catalog import filter_models, kind_of, model_view
 from blockrun_mcp.gateway_models import CatalogEntry
 from blockrun_mcp.results import Estimate, ModelInfo, ModelList
 from blockrun_mcp.service import arguments
+from blockrun_mcp.service.chat import with_files
 from blockrun_mcp.service.failures import Failures, ToolFailure
 
 if TYPE_CHECKING:
@@ -38,6 +39,9 @@ class Models:
         max_tokens: int | None = None,
         size: str | None = None,
         duration_seconds: float | None = None,
+        files: list[str] | None = None,
+        *,
+        roots: list[str] | None = None,
     ) -> Estimate:
         async with Failures():
             entry = await self._any_kind(model)
@@ -52,12 +56,15 @@ class Models:
                 basis = f"{seconds:g} s of video"
             else:
                 tokens = arguments.max_tokens_for(max_tokens, entry)
-                cost = pricing.chat_cost_usd(entry, [prompt or ""], tokens)
+                sent = self.service.workspace(roots).select(files).files if files else []
+                cost = pricing.chat_cost_usd(entry, [with_files(sent, prompt or "")], tokens)
                 basis = (
                     "free model"
                     if entry.is_free
                     else f"gateway quote formula: prompt tokens + 10% of max_tokens={tokens}, +5% fee"
                 )
+                if sent:
+                    basis += f"; {len(sent)} file(s), about {sum(f.tokens for f in sent)} tokens"
             if cost is None:
                 raise ToolFailure(f"No price is known for {entry.id}.")
             return Estimate(model=entry.id, estimated_usd=round(cost, 6), basis=basis)

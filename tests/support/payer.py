@@ -15,7 +15,7 @@ from blockrun_mcp.x402.networks import BASE
 from blockrun_mcp.x402.payer import PaymentHold, Quote, X402Payer
 from blockrun_mcp.x402.policy import SigningPolicy
 from blockrun_mcp.x402.signer import SignedPayment
-from tests.x402_judge import verify_header, verify_v1_header
+from tests.support.judge import verify_header, verify_v1_header
 
 CHEAP_MODEL = "openai/gpt-5-mini"
 FREE_MODEL = "nvidia/gpt-oss-120b"

@@ -23,8 +23,7 @@ from typing import Any
 import anyio
 import jsonschema
 from mcp import Client
-from mcp_types import CallToolResult
-from pydantic import SecretStr
+from mcp_types import CallToolResult, ListRootsResult, Root
 
 from blockrun_mcp.config import Config, load_config
 from blockrun_mcp.doctor import initialize_request
@@ -32,7 +31,7 @@ from blockrun_mcp.ledger import Ledger, PaymentRow
 from blockrun_mcp.sandbox import SandboxServer, SandboxState
 from blockrun_mcp.server import TOOL_NAMES, build_server
 from blockrun_mcp.service import BlockrunService, ServiceOptions
-from blockrun_mcp.wallet import Wallet
+from blockrun_mcp.wallet import Wallet, find_wallet
 
 TOOLS = TOOL_NAMES
 # A raw MCP initialize request, for HTTP tests that talk to the transport without a client.
@@ -45,11 +44,18 @@ FREE_MODEL = "nvidia/gpt-oss-120b"
 DATA_URI_IMAGE_MODEL = "openai/gpt-image-1"
 URL_IMAGE_MODEL = "openai/dall-e-3"
 VIDEO_MODEL = "xai/grok-imagine-video"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def new_key() -> str:
     return "0x" + secrets.token_hex(32)
+
+
+def wallet_for(key: str) -> Wallet:
+    """The wallet of `key`, as found in BLOCKRUN_WALLET_KEY (by the public lookup)."""
+    wallet = find_wallet(load_config({"BLOCKRUN_WALLET_KEY": key}))
+    assert wallet is not None
+    return wallet
 
 
 def env_for(tmp_path: Path, sandbox: SandboxServer | None = None, **extra: str) -> dict[str, str]:
@@ -157,7 +163,7 @@ def make_service(
     config = load_config(full_env)
     service = BlockrunService(
         config,
-        wallet=Wallet(source="test", _key=SecretStr(key)) if with_wallet else None,
+        wallet=wallet_for(key) if with_wallet else None,
         options=ServiceOptions(video_poll_interval=0.05, video_wait_seconds=video_wait_seconds),
     )
     return service, key
@@ -173,7 +179,9 @@ async def open_server(
     video_wait_seconds: float = 10.0,
     api_url: str | None = None,
     with_wallet: bool = True,
+    roots: list[Path] | None = None,
 ) -> AsyncIterator[Harness]:
+    """A server and a real MCP client; with `roots`, the client offers them (`roots/list`)."""
     service, key = make_service(
         tmp_path,
         sandbox,
@@ -183,7 +191,15 @@ async def open_server(
         api_url=api_url,
         with_wallet=with_wallet,
     )
-    async with Client(build_server(service), mode="legacy") as client:
+
+    async def list_roots(context: Any) -> ListRootsResult:
+        return ListRootsResult(roots=[Root(uri=path.resolve().as_uri()) for path in roots or []])
+
+    async with Client(
+        build_server(service),
+        mode="legacy",
+        list_roots_callback=list_roots if roots is not None else None,
+    ) as client:
         assert client.protocol_version == "2025-11-25"
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
         yield Harness(client=client, service=service, config=service.config, key=key, tools=tools)
