@@ -32,6 +32,7 @@ ENV_VARS = (
     "BLOCKRUN_CALL_TIMEOUT_S",
     "BLOCKRUN_PAY_TO",
     "BLOCKRUN_WORKSPACE",
+    "BLOCKRUN_CONFIRM_ABOVE_USD",
 )
 DEFAULT_CALL_TIMEOUT_S = 600.0  # long reasoning answers are legitimate; a trickle forever is not
 MAX_CALL_TIMEOUT_S = 24 * 3600.0
@@ -62,6 +63,8 @@ class Config(BaseModel):
     pay_to: str | None = None  # when set, the only payee a payment is ever signed for
     # Where `files` may come from when the MCP client offers no roots (else: the start directory).
     workspace: tuple[Path, ...] = ()
+    # A paid call quoted above this asks the person first (MCP elicitation); None: never asks.
+    confirm_above_usd: float | None = None
     home: Path = Path("~").expanduser()  # where ~/.blockrun key files are looked up
 
 
@@ -197,5 +200,6 @@ def load_config(env: Mapping[str, str] | None = None, *, home: Path | None = Non
         call_timeout_s=_seconds(env, "BLOCKRUN_CALL_TIMEOUT_S", DEFAULT_CALL_TIMEOUT_S),
         pay_to=_address(env, "BLOCKRUN_PAY_TO"),
         workspace=_paths(env, "BLOCKRUN_WORKSPACE"),
+        confirm_above_usd=_money(env, "BLOCKRUN_CONFIRM_ABOVE_USD", None),
         home=home,
     )

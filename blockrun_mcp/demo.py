@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 CHAT_MODEL = "openai/gpt-5-mini"
+SECOND_MODEL = "google/gemini-2.5-flash"
 
 # What the demo's server may inherit from the user's environment.
 #
@@ -126,6 +127,12 @@ async def run_demo(out: Any = sys.stdout) -> int:
                     f"  {'threads':<15} {answer['thread_id'][:16]}… kept {len(thread['turns'])} "
                     "turns (they survive restarts)"
                 )
+        consult = {"prompt": prompt, "models": [CHAT_MODEL, SECOND_MODEL], "max_tokens": 256}
+        if many := await call("ask_models", consult):
+            say(
+                f"  {'ask_models':<15} {len(many['answers'])} models at once, priced together "
+                f"before paying: {_money(many['cost_usd'])} in all"
+            )
         if image := await call("generate_image", {"prompt": "a lighthouse at dusk"}):
             say(
                 f"  {'generate_image':<15} saved {image['images'][0].get('path')} (paid {_money(image['cost_usd'])})"

@@ -30,17 +30,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import anyio
 
 from blockrun_mcp.errors import BlockrunError
-from blockrun_mcp.money import atomic_to_usd, parse_atomic, usd_text
+from blockrun_mcp.money import atomic_to_usd, parse_atomic, usd_text, usd_to_atomic
+from blockrun_mcp.x402.errors import PaymentRefused
 
 if TYPE_CHECKING:
     from blockrun_mcp.budget import SessionBudget
@@ -67,6 +68,53 @@ FIRST_RECONCILE_DELAY_SECONDS = 20.0
 
 def when(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# Asks the person to approve a payment before it is signed: True to go on, False if declined.
+# Raises ApprovalUnavailable when the client cannot ask anyone.
+Confirm = Callable[[str], Awaitable[bool]]
+
+
+class ApprovalUnavailable(BlockrunError):
+    """The user asked to approve big spends, and this client cannot ask. Nothing was signed."""
+
+    def __init__(self, threshold_usd: float, amount_atomic: int) -> None:
+        super().__init__(
+            f"This call would pay {usd_text(amount_atomic)}, above BLOCKRUN_CONFIRM_ABOVE_USD "
+            f"(${threshold_usd:g}), and this MCP client cannot ask you to approve it "
+            "(it does not support elicitation). Nothing was signed. To allow such calls, raise "
+            f"BLOCKRUN_CONFIRM_ABOVE_USD above {usd_text(amount_atomic)} or unset it."
+        )
+
+
+class Approval:
+    """BLOCKRUN_CONFIRM_ABOVE_USD: a quote above `threshold_usd` is shown to the person first."""
+
+    def __init__(self, threshold_usd: float | None, confirm: Confirm | None) -> None:
+        self.threshold_usd = threshold_usd
+        self.confirm = confirm
+
+    def needed(self, amount_atomic: int) -> bool:
+        return self.threshold_usd is not None and amount_atomic > usd_to_atomic(self.threshold_usd)
+
+    async def ask(self, amount_atomic: int, what: str, remaining_usd: float) -> None:
+        """Returns when approved; PaymentRefused when declined; never signs without a yes."""
+        if not self.needed(amount_atomic):
+            return
+        assert self.threshold_usd is not None
+        if self.confirm is None:
+            raise ApprovalUnavailable(self.threshold_usd, amount_atomic)
+        message = (
+            f"Pay {usd_text(amount_atomic)} in USDC for {what}? "
+            f"${remaining_usd:.6f} of the budget is left before it."
+        )
+        if not await self.confirm(message):
+            raise PaymentRefused(
+                f"you declined to pay {usd_text(amount_atomic)} for {what}", limit="declined"
+            )
+
+
+NO_APPROVAL = Approval(None, None)
 
 
 class ReservationLost(BlockrunError):
@@ -157,12 +205,21 @@ class PaidCall:
     """
 
     def __init__(
-        self, budget: SessionBudget, *, tool: str, model: str, estimate_usd: float | None
+        self,
+        budget: SessionBudget,
+        *,
+        tool: str,
+        model: str,
+        estimate_usd: float | None,
+        approval: Approval = NO_APPROVAL,
+        limit_atomic: int | None = None,
     ) -> None:
         self.budget = budget
         self.tool = tool
         self.model = model
         self.estimate_usd = estimate_usd
+        self.approval = approval
+        self.limit_atomic = limit_atomic  # what is left of a larger approved sum (a consult's)
         self.holds: list[LedgerHold] = []
 
     @classmethod
@@ -174,6 +231,19 @@ class PaidCall:
 
     async def __call__(self, quote: Quote) -> LedgerHold:
         self.budget.check_quote(quote.amount_atomic, self.estimate_usd)
+        if self.limit_atomic is not None and quote.amount_atomic > self.limit_atomic:
+            raise PaymentRefused(
+                f"the quote {usd_text(quote.amount_atomic)} is more than the "
+                f"{usd_text(self.limit_atomic)} left of what this call may spend (max_cost_usd)",
+                limit="max_cost_usd",
+            )
+        await self.approval.ask(
+            quote.amount_atomic, f"{self.model} ({self.tool})", self.budget.remaining_usd()
+        )
+        return self.reserve(quote)
+
+    def reserve(self, quote: Quote) -> LedgerHold:
+        """Reserve an approved quote within the session and daily budgets (the ledger's check)."""
         payment_id = self.budget.reserve(quote.amount_atomic, tool=self.tool, model=self.model)
         hold = LedgerHold(self.budget.ledger, payment_id, quote.amount_atomic)
         self.holds.append(hold)
@@ -272,6 +342,161 @@ class PaidCall:
 
 class CallCut(BlockrunError):
     """A call cut by its deadline."""
+
+
+# --- several calls priced together ------------------------------------------------------------
+
+
+class Consult:
+    """The money of one ask_models call: every model's quote gathered before any is signed.
+
+    Each paid member's request goes out as usual; its 402 quote comes to this object and waits.
+    Once every member has a quote (or has failed before one), the whole is checked at once: each
+    quote against the per-call cap and its own estimate, the total (plus `extra_estimate_usd`,
+    the synthesis to come) against `max_cost_usd` and what is left of the session and daily
+    budgets, and against BLOCKRUN_CONFIRM_ABOVE_USD by asking the person. If anything does not
+    fit, every member is refused, with the breakdown, and nothing is signed. Otherwise each
+    member reserves, signs and sends its request (the same one, no second 402).
+    """
+
+    def __init__(
+        self,
+        budget: SessionBudget,
+        *,
+        tool: str,
+        members: list[tuple[str, float | None]],
+        extra_estimate_usd: float,
+        max_cost_usd: float | None,
+        approval: Approval = NO_APPROVAL,
+    ) -> None:
+        self.budget = budget
+        self.extra_estimate_usd = extra_estimate_usd
+        self.max_cost_usd = max_cost_usd
+        self.approval = approval
+        self.calls = [
+            ConsultCall(self, index, budget, tool=tool, model=model, estimate_usd=estimate)
+            for index, (model, estimate) in enumerate(members)
+        ]
+        self.quotes: dict[int, Quote] = {}
+        self.unpayable: dict[int, str] = {}  # members whose quote the signing policy refused
+        self._waiting = set(range(len(members)))
+        self._decided = anyio.Event()
+        self._refusal: BlockrunError | None = None
+        self._deciding = False
+
+    @property
+    def refusal(self) -> BlockrunError | None:
+        """Why the whole was refused before anything was signed, once decided."""
+        return self._refusal
+
+    @property
+    def approved_atomic(self) -> int:
+        """What the person (and the limits) approved: the quotes and the extra's estimate."""
+        return sum(q.amount_atomic for q in self.quotes.values()) + usd_to_atomic(
+            self.extra_estimate_usd
+        )
+
+    def breakdown(self) -> str:
+        parts = [
+            f"{self.calls[i].model} {usd_text(q.amount_atomic)}"
+            for i, q in sorted(self.quotes.items())
+        ]
+        if self.extra_estimate_usd:
+            parts.append(f"synthesis about {usd_text(usd_to_atomic(self.extra_estimate_usd))}")
+        return ", ".join(parts)
+
+    async def quoted(self, index: int, quote: Quote) -> None:
+        """A member's quote: wait for the whole, then go on or be refused."""
+        self.quotes[index] = quote
+        await self._arrived(index)
+        await self._decided.wait()
+        if self._refusal is not None:
+            raise ConsultRefused(self._refusal)
+
+    async def ended_unquoted(self, index: int, unpayable: str | None = None) -> None:
+        """A member ended without a quote: it failed first, or its quote was one the signing
+        policy refuses (`unpayable` says why), which refuses the whole consult."""
+        if unpayable is not None:
+            self.unpayable[index] = unpayable
+        if index in self._waiting and index not in self.quotes:
+            await self._arrived(index)
+
+    async def _arrived(self, index: int) -> None:
+        self._waiting.discard(index)
+        if self._waiting or self._deciding:
+            return
+        self._deciding = True
+        try:
+            await self._decide()
+        except BlockrunError as refusal:  # a limit, a person's no, a client that cannot ask
+            self._refusal = refusal
+        except BaseException:
+            self._refusal = PaymentRefused("the consult was stopped before anything was signed")
+            raise
+        finally:
+            self._decided.set()
+
+    async def _decide(self) -> None:
+        problems = [f"{self.calls[i].model}: {why}" for i, why in sorted(self.unpayable.items())]
+        for index, quote in sorted(self.quotes.items()):
+            try:
+                self.budget.check_quote(quote.amount_atomic, self.calls[index].estimate_usd)
+            except PaymentRefused as refused:
+                problems.append(f"{self.calls[index].model}: {refused.reason}")
+        if problems:
+            raise PaymentRefused(
+                "; ".join(problems) + f" (the quotes: {self.breakdown()}); drop that model and "
+                "ask again",
+                limit="per-call cap",
+            )
+        total = self.approved_atomic
+        if self.max_cost_usd is not None and total > usd_to_atomic(self.max_cost_usd):
+            raise PaymentRefused(
+                f"the consult would cost {usd_text(total)} ({self.breakdown()}), more than "
+                f"max_cost_usd ${self.max_cost_usd:g}",
+                limit="max_cost_usd",
+            )
+        status = self.budget.status()
+        if total > usd_to_atomic(status.budget_remaining_usd):
+            session_left = status.session_limit_usd - status.session_spent_usd
+            daily_left = (
+                None
+                if status.daily_limit_usd is None
+                else status.daily_limit_usd - (status.daily_spent_usd or 0.0)
+            )
+            limit = (
+                "daily budget" if daily_left is not None and daily_left < session_left else "budget"
+            )
+            raise PaymentRefused(
+                f"the consult would cost {usd_text(total)} ({self.breakdown()}), more than the "
+                f"${status.budget_remaining_usd:.6f} left of the {limit}",
+                limit=limit,
+            )
+        models = ", ".join(self.calls[i].model for i in sorted(self.quotes))
+        await self.approval.ask(total, f"a consult of {models}", status.budget_remaining_usd)
+
+
+class ConsultRefused(PaymentRefused):
+    """A member of a consult refused with the whole: it says what the whole was refused for."""
+
+    def __init__(self, refusal: BlockrunError) -> None:
+        limit = refusal.limit if isinstance(refusal, PaymentRefused) else None
+        super().__init__("the consult was refused as a whole", limit=limit)
+        self.message = refusal.message
+        self.refusal = refusal
+
+
+class ConsultCall(PaidCall):
+    """One member of a Consult: its quote is approved with the others', all or none."""
+
+    def __init__(self, consult: Consult, index: int, budget: SessionBudget, **kw: Any) -> None:
+        super().__init__(budget, **kw)
+        self.consult = consult
+        self.index = index
+
+    async def __call__(self, quote: Quote) -> LedgerHold:
+        await self.consult.quoted(self.index, quote)
+        return self.reserve(quote)
 
 
 # --- the chain's word -----------------------------------------------------------------------

@@ -36,8 +36,8 @@ class ModelInfo(BaseModel):
     id: str
     name: str
     provider: str
-    input_price: float = Field(description="USD per 1M input tokens")
-    output_price: float = Field(description="USD per 1M output tokens")
+    input_price: float  # USD per 1M input tokens (the tool description says so)
+    output_price: float
     context_window: int | None
     categories: list[str]
     available: bool
@@ -129,3 +129,29 @@ class TurnInfo(BaseModel):
 class ThreadsResult(BaseModel):
     threads: list[ThreadInfo] = []
     turns: list[TurnInfo] = []  # the thread asked for, oldest first
+
+
+class ConsultAnswer(BaseModel):
+    model: str
+    content: str | None
+    finish_reason: str | None = None
+    cost_usd: float
+    thread_id: str | None = None
+    error: str | None = None
+
+
+# Its own type, not ConsultAnswer again, so that the schema stays inline (no $ref).
+class Synthesis(BaseModel):
+    model: str
+    content: str | None
+    cost_usd: float
+    thread_id: str | None = None
+    error: str | None = None
+
+
+class ConsultResult(BaseModel):
+    answers: list[ConsultAnswer]
+    synthesis: Synthesis | None = None
+    cost_usd: float
+    budget_remaining_usd: float
+    note: str | None = None

@@ -49,6 +49,24 @@ def compact(node: Any, *, optional_inputs: bool = False, in_properties: bool = F
     return result
 
 
+def without_required(schema: Any) -> Any:
+    """An output schema without its `required` lists.
+
+    Every result carries every field (the server dumps them all, nulls included), so in an
+    output schema `required` only restates that, and it was a tenth of the whole tool list.
+    Input schemas keep theirs: there it says what the caller must send.
+    """
+    if isinstance(schema, list):
+        return [without_required(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    return {
+        key: without_required(value)
+        for key, value in schema.items()
+        if not (key == "required" and isinstance(value, list))
+    }
+
+
 def inline_single_refs(schema: dict[str, Any]) -> dict[str, Any]:
     """Put each `$defs` entry used exactly once where it is used, and drop `$defs` if emptied.
 

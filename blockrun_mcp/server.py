@@ -15,9 +15,11 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 
 from blockrun_mcp import __version__
+from blockrun_mcp.payments import Confirm
 from blockrun_mcp.results import (
     AskResult,
     BudgetResult,
+    ConsultResult,
     Estimate,
     ImageResult,
     ModelList,
@@ -25,8 +27,9 @@ from blockrun_mcp.results import (
     VideoResult,
     WalletResult,
 )
-from blockrun_mcp.schemas import compact, inline_single_refs
+from blockrun_mcp.schemas import compact, inline_single_refs, without_required
 from blockrun_mcp.service import BlockrunService, ToolFailure
+from blockrun_mcp.service.caller import Caller
 from blockrun_mcp.sessions import IssuedSessions
 from blockrun_mcp.tool_arguments import ToolParameters
 
@@ -42,6 +45,7 @@ ROOTS_TIMEOUT_SECONDS = 10.0
 TOOL_NAMES = frozenset(
     {
         "ask_model",
+        "ask_models",
         "threads",
         "list_models",
         "estimate_cost",
@@ -55,7 +59,7 @@ TOOL_NAMES = frozenset(
 # The spec's defaults (not read-only, not idempotent, open world) go unsaid: every byte of the
 # tool list is sent on every turn. A paid call spends, but destroys nothing.
 PAID = ToolAnnotations(destructiveHint=False)
-LOCAL = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
+LOCAL = ToolAnnotations(readOnlyHint=True)
 
 
 class LeanMCPServer(MCPServer):
@@ -86,7 +90,9 @@ class LeanMCPServer(MCPServer):
             # Said up front, as call_tool enforces it: an unknown argument is refused.
             tool.input_schema["additionalProperties"] = False
             if tool.output_schema is not None:
-                tool.output_schema = inline_single_refs(compact(tool.output_schema))
+                tool.output_schema = without_required(
+                    inline_single_refs(compact(tool.output_schema))
+                )
         return tools
 
     async def run_stdio_async(self) -> None:
@@ -169,6 +175,37 @@ async def client_roots(ctx: Context) -> list[str] | None:
     return [str(root.uri) for root in listed.roots]
 
 
+class PaymentApproval(BaseModel):
+    """What the person answers when a payment above BLOCKRUN_CONFIRM_ABOVE_USD is shown."""
+
+    approve: bool = Field(description="pay it")
+
+
+def confirmer(ctx: Context) -> Confirm | None:
+    """How to ask the person to approve a payment (MCP elicitation), or None when the client
+    cannot: then a payment needing approval is refused, never made without it."""
+    capabilities = ctx.client_capabilities
+    if capabilities is None or capabilities.elicitation is None:
+        return None
+
+    async def confirm(message: str) -> bool:
+        answer = await ctx.elicit(message, schema=PaymentApproval)
+        return answer.action == "accept" and answer.data.approve
+
+    return confirm
+
+
+async def caller_of(ctx: Context, *, files: bool = False) -> Caller:
+    async def progress(done: float, total: float | None, message: str) -> None:
+        await ctx.report_progress(done, total, message)
+
+    return Caller(
+        roots=await client_roots(ctx) if files else None,
+        confirm=confirmer(ctx),
+        progress=progress,
+    )
+
+
 def build_server(
     service: BlockrunService,
     stdio_session: str | None = None,
@@ -210,15 +247,11 @@ def build_server(
     async def ask_model(
         prompt: str,
         ctx: Context,
-        model: Annotated[
-            str | None, Field(description="model id; default: a cheap capable model")
-        ] = None,
+        model: Annotated[str | None, Field(description="default: a cheap capable model")] = None,
         system: str | None = None,
         max_tokens: Annotated[int | None, Field(description="default 1024"), NotBool] = None,
         temperature: Annotated[float | None, Field(description="0-2"), NotBool] = None,
-        files: Annotated[
-            list[str] | None, Field(description="workspace paths or globs; the server reads them")
-        ] = None,
+        files: Annotated[list[str] | None, Field(description="workspace paths or globs")] = None,
         thread_id: Annotated[str | None, Field(description="continue this conversation")] = None,
         effort: Annotated[
             Literal["low", "medium", "high"] | None, Field(description="reasoning (OpenAI)")
@@ -228,7 +261,7 @@ def build_server(
             budget = budget_of(ctx)
         except ToolFailure as failure:
             return _error(failure.message)
-        roots = await client_roots(ctx) if files else None
+        caller = await caller_of(ctx, files=bool(files))
         return await run(
             service.chat.ask(
                 budget,
@@ -240,7 +273,44 @@ def build_server(
                 files,
                 thread_id,
                 effort,
-                roots=roots,
+                caller,
+            )
+        )
+
+    @mcp.tool(
+        description="Ask 2-8 models at once; every quote checked before paying.",
+        annotations=PAID,
+    )
+    async def ask_models(
+        prompt: str,
+        models: list[str],
+        ctx: Context,
+        system: str | None = None,
+        files: list[str] | None = None,
+        max_tokens: Annotated[int | None, NotBool] = None,
+        effort: Literal["low", "medium", "high"] | None = None,
+        synthesize_with: Annotated[
+            str | None, Field(description="model to compare answers")
+        ] = None,
+        max_cost_usd: Annotated[float | None, NotBool] = None,
+    ) -> Annotated[CallToolResult, ConsultResult]:
+        try:
+            budget = budget_of(ctx)
+        except ToolFailure as failure:
+            return _error(failure.message)
+        caller = await caller_of(ctx, files=bool(files))
+        return await run(
+            service.consult.ask(
+                budget,
+                prompt,
+                models,
+                system,
+                files,
+                max_tokens,
+                effort,
+                synthesize_with,
+                max_cost_usd,
+                caller,
             )
         )
 
@@ -267,14 +337,14 @@ def build_server(
         ctx: Context,
         prompt: str | None = None,
         max_tokens: Annotated[int | None, NotBool] = None,
-        size: Annotated[str | None, Field(description="image size, e.g. 1024x1024")] = None,
+        size: Annotated[str | None, Field(description="e.g. 1024x1024")] = None,
         duration_seconds: Annotated[float | None, NotBool] = None,
         files: list[str] | None = None,
     ) -> Annotated[CallToolResult, Estimate]:
-        roots = await client_roots(ctx) if files else None
+        caller = await caller_of(ctx, files=bool(files))
         return await run(
             service.models.estimate(
-                model, prompt, max_tokens, size, duration_seconds, files, roots=roots
+                model, prompt, max_tokens, size, duration_seconds, files, caller
             )
         )
 
@@ -291,7 +361,7 @@ def build_server(
             budget = budget_of(ctx)
         except ToolFailure as failure:
             return _error(failure.message)
-        return await run(service.images.generate(budget, prompt, model, size))
+        return await run(service.images.generate(budget, prompt, model, size, await caller_of(ctx)))
 
     @mcp.tool(
         description="Generate a video and save it. If it returns status running, call again with job_id (no new payment).",
@@ -305,22 +375,17 @@ def build_server(
         image_url: Annotated[str | None, Field(description="start frame")] = None,
         job_id: Annotated[str | None, Field(description="resume this job")] = None,
     ) -> Annotated[CallToolResult, VideoResult]:
-        async def progress(done: float, total: float | None, message: str) -> None:
-            await ctx.report_progress(done, total, message)
-
         try:
             budget = budget_of(ctx)
         except ToolFailure as failure:
             return _error(failure.message)
         return await run(
             service.video.generate(
-                budget, prompt, model, duration_seconds, image_url, job_id, progress
+                budget, prompt, model, duration_seconds, image_url, job_id, await caller_of(ctx)
             )
         )
 
-    @mcp.tool(
-        description="Show budget limits, spend and recent receipts; optionally lower the session limit."
-    )
+    @mcp.tool(description="Budget limits, spend and recent receipts; can lower the session limit.")
     async def budget(
         ctx: Context,
         set_session_limit_usd: Annotated[
@@ -333,7 +398,7 @@ def build_server(
             return _error(failure.message)
 
     @mcp.tool(
-        description="Show the paying wallet's address and network, and how to fund it.",
+        description="The paying wallet's address and network, and how to fund it.",
         annotations=LOCAL,
     )
     async def wallet() -> Annotated[CallToolResult, WalletResult]:

@@ -274,7 +274,7 @@ def test_demo_never_passes_the_wallet_key_to_its_server(tmp_path):
     assert server[0]["key_in"] == []
     assert server[0]["own"] == ["BLOCKRUN_DATA_DIR", "BLOCKRUN_OUTPUT_DIR"]
     # The demo still runs, on the throwaway wallet rather than the user's.
-    assert "server offers 8 tools" in done.stdout, done.stdout + done.stderr
+    assert "server offers 9 tools" in done.stdout, done.stdout + done.stderr
     wallet_line = next(
         line for line in done.stdout.splitlines() if line.strip().startswith("wallet ")
     )

@@ -113,7 +113,7 @@ async def test_a_full_session_never_writes_the_key_anywhere(sandbox, tmp_path):
                 )
                 assert init["result"]["protocolVersion"] == "2025-11-25"
                 await session.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
-                assert len((await session.request("tools/list", {}))["result"]["tools"]) == 8
+                assert len((await session.request("tools/list", {}))["result"]["tools"]) == 9
                 tool = session.tool
                 results["wallet"] = await tool("wallet", {})
                 results["models"] = await tool("list_models", {})

@@ -12,6 +12,7 @@ from blockrun_mcp.catalog import kind_of
 from blockrun_mcp.gateway_models import (
     EFFORTS,
     CatalogEntry,
+    ChatAnswer,
     ChatMessage,
     ChatRequest,
     ResponsesRequest,
@@ -19,11 +20,13 @@ from blockrun_mcp.gateway_models import (
 from blockrun_mcp.money import usd_to_atomic
 from blockrun_mcp.results import AskResult, FileSent, Usage
 from blockrun_mcp.service import arguments
+from blockrun_mcp.service.caller import NOBODY_IN_PARTICULAR, Caller
 from blockrun_mcp.service.failures import Failures, ToolFailure
 from blockrun_mcp.workspace import Selection, SentFile, fenced
 
 if TYPE_CHECKING:
     from blockrun_mcp.budget import SessionBudget
+    from blockrun_mcp.payments import PaidCall
     from blockrun_mcp.service.core import BlockrunService
     from blockrun_mcp.threads import Turn
 
@@ -81,9 +84,7 @@ class Chat:
         files: list[str] | None = None,
         thread_id: str | None = None,
         effort: str | None = None,
-        *,
-        roots: list[str] | None = None,
-        owner: str = "default",
+        caller: Caller = NOBODY_IN_PARTICULAR,
     ) -> AskResult:
         service = self.service
         async with Failures(budget) as failures:
@@ -94,57 +95,35 @@ class Chat:
                 raise ToolFailure(f"effort must be one of {', '.join(EFFORTS)}, got {effort!r}.")
             threads = service.threads
             if thread_id is not None:
-                threads.check(thread_id, owner)  # before anything else: unknown costs nothing
-            selection = service.workspace(roots).select(files) if files else Selection()
+                threads.check(
+                    thread_id, caller.owner
+                )  # before anything else: unknown costs nothing
+            selection = service.workspace(caller.roots).select(files) if files else Selection()
             entry = await service.model(model, "chat")
             tokens = arguments.max_tokens_for(max_tokens, entry)
             if effort is not None and not takes_effort(entry):
                 raise ToolFailure(await self._no_effort(entry))
             async with threads.taking_turn(thread_id) if thread_id else nullcontext():
-                history = threads.turns(thread_id, owner) if thread_id else []
+                history = threads.turns(thread_id, caller.owner) if thread_id else []
                 context = conversation(history, system, selection.files, prompt)
                 await self._fits(entry, context, tokens)
                 texts = [m.content for m in context.messages]
                 failures.call = call = service.paid_call(
                     budget,
+                    caller,
                     tool="ask_model",
                     model=entry.id,
                     estimate_usd=pricing.chat_cost_usd(entry, texts, tokens),
                 )
-                gateway = service.gateway.paid_by(call)
                 async with (
                     call,
                     call.deadline(service.config.call_timeout_s, "BLOCKRUN_CALL_TIMEOUT_S"),
                 ):
-                    if effort is None:
-                        request = ChatRequest(
-                            model=entry.id,
-                            messages=context.messages,
-                            max_tokens=tokens,
-                            temperature=temperature,
-                        )
-                        answer, _ = await gateway.chat(request, stream=True)
-                    else:
-                        answer, _ = await gateway.respond(
-                            ResponsesRequest(
-                                model=entry.id,
-                                messages=context.messages,
-                                max_output_tokens=tokens,
-                                effort=effort,
-                            )
-                        )
-                thread_id = threads.add_turn(
-                    thread_id,
-                    owner,
-                    model=entry.id,
-                    effort=effort,
-                    system=context.system,
-                    files=selection.files,
-                    prompt=prompt,
-                    answer=answer.content,
-                    finish_reason=answer.finish_reason,
-                    cost_atomic=usd_to_atomic(call.cost_usd),
-                    payment_id=call.holds[0].payment_id if call.holds else None,
+                    answer = await ask_one(
+                        service, call, entry, context, tokens, effort, temperature
+                    )
+                thread_id = record_turn(
+                    service, thread_id, caller, entry, effort, context, prompt, answer, call
                 )
             refused = answer.finish_reason == "content_filter"
             notes = [REFUSED if refused else (None if answer.complete else CUT_OFF)]
@@ -171,33 +150,96 @@ class Chat:
             )
 
     async def _fits(self, entry: CatalogEntry, context: Context, max_tokens: int) -> None:
-        """Refuse, before paying, a conversation the model's context window cannot hold, and
-        name the cheapest model that can. Nothing is ever silently dropped."""
-        needed = context.prompt_tokens + max_tokens
-        if not entry.context_window or needed <= entry.context_window:
-            return
-        entries = (await self.service.catalog.snapshot()).entries
-        fitting = [
-            e
-            for e in entries
-            if kind_of(e) == "chat" and e.available and (e.context_window or 0) >= needed
-        ]
-        suggestion = min(fitting, key=lambda e: (e.input_price, e.id), default=None)
-        raise ToolFailure(
-            f"This would send about {context.prompt_tokens} tokens (the thread's earlier turns, "
-            f"files and prompt) plus max_tokens {max_tokens}, over {entry.id}'s context window "
-            f"of {entry.context_window} tokens; nothing was paid. "
-            + (
-                f"{suggestion.id} holds {suggestion.context_window} tokens."
-                if suggestion
-                else "No model's context window holds it: send fewer files or start a new thread."
-            )
-        )
+        await check_fits(self.service, entry, context, max_tokens)
 
     async def _no_effort(self, entry: CatalogEntry) -> str:
-        entries = (await self.service.catalog.snapshot()).entries
-        able = sorted(e.id for e in entries if takes_effort(e) and e.available)
-        return (
-            f"{entry.id} does not take a reasoning effort; nothing was paid. effort works with "
-            f"OpenAI's models: {', '.join(able)}."
+        return await no_effort(self.service, entry)
+
+
+async def ask_one(
+    service: BlockrunService,
+    call: PaidCall,
+    entry: CatalogEntry,
+    context: Context,
+    tokens: int,
+    effort: str | None,
+    temperature: float | None = None,
+) -> ChatAnswer:
+    """One paid question: chat, or the Responses endpoint when a reasoning effort is asked."""
+    gateway = service.gateway.paid_by(call)
+    if effort is None:
+        request = ChatRequest(
+            model=entry.id, messages=context.messages, max_tokens=tokens, temperature=temperature
         )
+        answer, _ = await gateway.chat(request, stream=True)
+    else:
+        answer, _ = await gateway.respond(
+            ResponsesRequest(
+                model=entry.id, messages=context.messages, max_output_tokens=tokens, effort=effort
+            )
+        )
+    return answer
+
+
+def record_turn(
+    service: BlockrunService,
+    thread_id: str | None,
+    caller: Caller,
+    entry: CatalogEntry,
+    effort: str | None,
+    context: Context,
+    prompt: str,
+    answer: ChatAnswer,
+    call: PaidCall,
+) -> str:
+    """The answered turn, kept (a new thread when `thread_id` is None); the thread's id."""
+    return service.threads.add_turn(
+        thread_id,
+        caller.owner,
+        model=entry.id,
+        effort=effort,
+        system=context.system,
+        files=context.files,
+        prompt=prompt,
+        answer=answer.content,
+        finish_reason=answer.finish_reason,
+        cost_atomic=usd_to_atomic(call.cost_usd),
+        payment_id=call.holds[0].payment_id if call.holds else None,
+    )
+
+
+async def check_fits(
+    service: BlockrunService, entry: CatalogEntry, context: Context, max_tokens: int
+) -> None:
+    """Refuse, before paying, a conversation the model's context window cannot hold, and
+    name the cheapest model that can. Nothing is ever silently dropped."""
+    needed = context.prompt_tokens + max_tokens
+    if not entry.context_window or needed <= entry.context_window:
+        return
+    entries = (await service.catalog.snapshot()).entries
+    fitting = [
+        e
+        for e in entries
+        if kind_of(e) == "chat" and e.available and (e.context_window or 0) >= needed
+    ]
+    suggestion = min(fitting, key=lambda e: (e.input_price, e.id), default=None)
+    raise ToolFailure(
+        f"This would send about {context.prompt_tokens} tokens (the thread's earlier turns, "
+        f"files and prompt) plus max_tokens {max_tokens}, over {entry.id}'s context window "
+        f"of {entry.context_window} tokens; nothing was paid. "
+        + (
+            f"{suggestion.id} holds {suggestion.context_window} tokens."
+            if suggestion
+            else "No model's context window holds it: send fewer files or start a new thread."
+        )
+    )
+
+
+async def no_effort(service: BlockrunService, entry: CatalogEntry) -> str:
+    """Why `entry` cannot take `effort`, naming the models that can."""
+    entries = (await service.catalog.snapshot()).entries
+    able = sorted(e.id for e in entries if takes_effort(e) and e.available)
+    return (
+        f"{entry.id} does not take a reasoning effort; nothing was paid. effort works with "
+        f"OpenAI's models: {', '.join(able)}."
+    )

@@ -23,10 +23,12 @@ from blockrun_mcp.gateway import POLL_TIMEOUT_SECONDS, GatewayClient
 from blockrun_mcp.gateway_models import CatalogEntry
 from blockrun_mcp.media import MediaStore
 from blockrun_mcp.money import usd_to_atomic
-from blockrun_mcp.payments import PaidCall
+from blockrun_mcp.payments import Approval, PaidCall
 from blockrun_mcp.service import arguments
 from blockrun_mcp.service.account import Account
+from blockrun_mcp.service.caller import Caller
 from blockrun_mcp.service.chat import Chat
+from blockrun_mcp.service.consult import Consulting
 from blockrun_mcp.service.failures import ToolFailure
 from blockrun_mcp.service.images import Images
 from blockrun_mcp.service.models import Models
@@ -90,6 +92,7 @@ class BlockrunService:
         self.start_dir = Path.cwd()  # the workspace when neither the client nor the env names one
         self._reconciling = anyio.Lock()
         self.chat = Chat(self)
+        self.consult = Consulting(self)
         self.images = Images(self)
         self.video = Video(self)
         self.models = Models(self)
@@ -163,10 +166,26 @@ class BlockrunService:
     def _account(self) -> LocalAccount:
         return self.wallet().account
 
+    def approval(self, caller: Caller) -> Approval:
+        """BLOCKRUN_CONFIRM_ABOVE_USD, asked through this caller's client."""
+        return Approval(self.config.confirm_above_usd, caller.confirm)
+
     def paid_call(
-        self, budget: SessionBudget, *, tool: str, model: str, estimate_usd: float | None
+        self,
+        budget: SessionBudget,
+        caller: Caller,
+        *,
+        tool: str,
+        model: str,
+        estimate_usd: float | None,
     ) -> PaidCall:
-        return PaidCall(budget, tool=tool, model=model, estimate_usd=estimate_usd)
+        return PaidCall(
+            budget,
+            tool=tool,
+            model=model,
+            estimate_usd=estimate_usd,
+            approval=self.approval(caller),
+        )
 
     async def model(self, model: str | None, kind: str) -> CatalogEntry:
         """The catalog entry for a tool's `model` argument, or the family's default."""

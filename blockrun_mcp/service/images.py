@@ -9,6 +9,7 @@ from blockrun_mcp.errors import BlockrunError
 from blockrun_mcp.gateway_models import ImageData, ImageRequest
 from blockrun_mcp.results import ImageFile, ImageResult
 from blockrun_mcp.service import arguments
+from blockrun_mcp.service.caller import NOBODY_IN_PARTICULAR, Caller
 from blockrun_mcp.service.failures import Failures
 
 if TYPE_CHECKING:
@@ -21,7 +22,12 @@ class Images:
         self.service = service
 
     async def generate(
-        self, budget: SessionBudget, prompt: str, model: str | None = None, size: str | None = None
+        self,
+        budget: SessionBudget,
+        prompt: str,
+        model: str | None = None,
+        size: str | None = None,
+        caller: Caller = NOBODY_IN_PARTICULAR,
     ) -> ImageResult:
         service = self.service
         async with Failures(budget) as failures:
@@ -30,6 +36,7 @@ class Images:
             entry = await service.model(model, "image")
             failures.call = call = service.paid_call(
                 budget,
+                caller,
                 tool="generate_image",
                 model=entry.id,
                 estimate_usd=pricing.image_cost_usd(entry, size),

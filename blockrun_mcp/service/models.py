@@ -9,6 +9,7 @@ from blockrun_mcp.catalog import filter_models, kind_of, model_view
 from blockrun_mcp.gateway_models import CatalogEntry
 from blockrun_mcp.results import Estimate, ModelInfo, ModelList
 from blockrun_mcp.service import arguments
+from blockrun_mcp.service.caller import NOBODY_IN_PARTICULAR, Caller
 from blockrun_mcp.service.chat import with_files
 from blockrun_mcp.service.failures import Failures, ToolFailure
 
@@ -40,8 +41,7 @@ class Models:
         size: str | None = None,
         duration_seconds: float | None = None,
         files: list[str] | None = None,
-        *,
-        roots: list[str] | None = None,
+        caller: Caller = NOBODY_IN_PARTICULAR,
     ) -> Estimate:
         async with Failures():
             entry = await self._any_kind(model)
@@ -56,7 +56,7 @@ class Models:
                 basis = f"{seconds:g} s of video"
             else:
                 tokens = arguments.max_tokens_for(max_tokens, entry)
-                sent = self.service.workspace(roots).select(files).files if files else []
+                sent = self.service.workspace(caller.roots).select(files).files if files else []
                 cost = pricing.chat_cost_usd(entry, [with_files(sent, prompt or "")], tokens)
                 basis = (
                     "free model"

@@ -23,6 +23,7 @@ from blockrun_mcp.money import usd_text
 from blockrun_mcp.payments import PaidCall, when
 from blockrun_mcp.results import VideoResult
 from blockrun_mcp.service import arguments
+from blockrun_mcp.service.caller import NOBODY_IN_PARTICULAR, Caller, ProgressCallback
 from blockrun_mcp.service.failures import Failures, ToolFailure
 from blockrun_mcp.x402.signer import payment_from_header
 
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
     from blockrun_mcp.budget import SessionBudget
     from blockrun_mcp.ledger import Ledger
     from blockrun_mcp.service.core import BlockrunService
-
-ProgressCallback = Callable[[float, float | None, str], Awaitable[None]]
 
 
 class JobInterrupted(BlockrunError):
@@ -100,10 +99,11 @@ class Video:
         duration_seconds: float | None = None,
         image_url: str | None = None,
         job_id: str | None = None,
-        progress: ProgressCallback | None = None,
+        caller: Caller = NOBODY_IN_PARTICULAR,
     ) -> VideoResult:
         service = self.service
         async with Failures(budget) as failures:
+            progress = caller.progress
             if job_id is not None:
                 return await self._resume(budget, job_id, progress, failures)
             text = arguments.require_text(prompt, "prompt")
@@ -112,6 +112,7 @@ class Video:
             arguments.image_url(image_url)
             failures.call = call = service.paid_call(
                 budget,
+                caller,
                 tool="generate_video",
                 model=entry.id,
                 estimate_usd=pricing.video_cost_usd(entry, seconds),

@@ -180,8 +180,10 @@ async def open_server(
     api_url: str | None = None,
     with_wallet: bool = True,
     roots: list[Path] | None = None,
+    elicitation: Any = None,
 ) -> AsyncIterator[Harness]:
-    """A server and a real MCP client; with `roots`, the client offers them (`roots/list`)."""
+    """A server and a real MCP client; with `roots`, the client offers them (`roots/list`);
+    with `elicitation`, it answers the server's questions with that callback."""
     service, key = make_service(
         tmp_path,
         sandbox,
@@ -199,6 +201,7 @@ async def open_server(
         build_server(service),
         mode="legacy",
         list_roots_callback=list_roots if roots is not None else None,
+        elicitation_callback=elicitation,
     ) as client:
         assert client.protocol_version == "2025-11-25"
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
