@@ -130,8 +130,13 @@ class ThreadStore:
 
     def turns(self, thread_id: str, owner: str) -> list[Turn]:
         self.check(thread_id, owner)
-        rows = self._read("SELECT * FROM turns WHERE thread_id = ? ORDER BY seq", (thread_id,))
-        texts = self._texts({ref["sha256"] for row in rows for ref in json.loads(row["files"])})
+        rows = self._read(
+            "SELECT seq, created_at, model, effort, system, files, prompt, answer, finish_reason,"
+            " cost_atomic FROM turns WHERE thread_id = ? ORDER BY seq",
+            (thread_id,),
+        )
+        refs = [json.loads(row["files"]) if row["files"] != "[]" else [] for row in rows]
+        texts = self._texts({ref["sha256"] for turn_refs in refs for ref in turn_refs})
         return [
             Turn(
                 seq=row["seq"],
@@ -139,15 +144,13 @@ class ThreadStore:
                 model=row["model"],
                 effort=row["effort"],
                 system=row["system"],
-                files=[
-                    SentFile(ref["label"], texts[ref["sha256"]]) for ref in json.loads(row["files"])
-                ],
+                files=[SentFile(ref["label"], texts[ref["sha256"]]) for ref in turn_refs],
                 prompt=row["prompt"],
                 answer=row["answer"],
                 finish_reason=row["finish_reason"],
                 cost_atomic=row["cost_atomic"],
             )
-            for row in rows
+            for row, turn_refs in zip(rows, refs, strict=True)
         ]
 
     def recent(self, owner: str, limit: int = 20) -> list[ThreadSummary]:
@@ -194,7 +197,7 @@ class ThreadStore:
         with self.ledger.transaction() as db:
             if thread_id is None:
                 thread_id = THREAD_ID_PREFIX + secrets.token_hex(12)
-                title = " ".join(prompt.split())[:TITLE_CHARS] or "(untitled)"
+                title = " ".join(prompt[: TITLE_CHARS * 4].split())[:TITLE_CHARS] or "(untitled)"
                 db.execute(
                     "INSERT INTO threads (id, owner, title, created_at, updated_at)"
                     " VALUES (?,?,?,?,?)",

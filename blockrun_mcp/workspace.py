@@ -97,7 +97,12 @@ def fenced(files: list[SentFile]) -> str:
     line inside can close the fence early."""
     blocks = []
     for file in files:
-        longest = max((len(run) for run in re.findall(r"`+", file.text)), default=0)
+        # (The search only where a fence could be at stake: most files hold no ``` at all.)
+        longest = (
+            max((len(run) for run in re.findall(r"`{3,}", file.text)), default=0)
+            if "```" in file.text
+            else 0
+        )
         fence = "`" * max(3, longest + 1)
         blocks.append(f"File: {file.label}\n{fence}\n{file.text.rstrip(chr(10))}\n{fence}")
     return "\n\n".join(blocks)
@@ -220,11 +225,13 @@ class Workspace:
         matcher = glob_regex(pattern)
         found: list[tuple[Path, str]] = []
         for root in self.roots:
-            for path, relative in _walk(root, selection):
+            for path, relative, linked in _walk(root, selection):
                 if not matcher.fullmatch(relative):
                     continue
                 try:
-                    real = self._inside(path, relative)
+                    # Under a resolved root, through directories that are never symlinks, only a
+                    # symlinked file can lead elsewhere: resolve just those.
+                    real = self._inside(path, relative) if linked else path
                     self._allowed(real, relative)
                 except FileRefused as refused:
                     selection.skipped[refused.reason] += 1
@@ -273,11 +280,12 @@ def _real(path: Path) -> Path:
     return Path(os.path.realpath(path.expanduser()))
 
 
-def _walk(root: Path, selection: Selection) -> list[tuple[Path, str]]:
+def _walk(root: Path, selection: Selection) -> list[tuple[Path, str, bool]]:
     """Every file under `root` a pattern may consider, as (path, relative posix path): `.git/`
     and what `.gitignore` files ignore are passed over (counted), symlinked directories are
-    not followed. Iterative, and bounded by MAX_SCAN_ENTRIES."""
-    files: list[tuple[Path, str]] = []
+    not followed (each file comes with whether it is a symlink). Iterative, and bounded by
+    MAX_SCAN_ENTRIES."""
+    files: list[tuple[Path, str, bool]] = []
     stack: list[tuple[Path, str, list[tuple[str, pathspec.GitIgnoreSpec]]]] = [(root, "", [])]
     scanned = 0
     while stack:
@@ -304,7 +312,7 @@ def _walk(root: Path, selection: Selection) -> list[tuple[Path, str]]:
             if is_dir:
                 stack.append((Path(entry.path), relative + "/", ignores))
             else:
-                files.append((Path(entry.path), relative))
+                files.append((Path(entry.path), relative, entry.is_symlink()))
     return files
 
 
