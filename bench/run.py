@@ -1,6 +1,6 @@
 """blockrun-mcp benchmark: every figure is a ratio against a baseline measured in the same run.
 
-    .venv/bin/python bench/run.py                 # full run, writes BENCHMARKS.md (about 40 s)
+    .venv/bin/python bench/run.py                 # full run, writes BENCHMARKS.md (a few minutes)
     .venv/bin/python bench/run.py --latency-ms 200
     .venv/bin/python bench/run.py --smoke         # tiny counts, checks it works, writes nothing
 
@@ -25,11 +25,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -56,6 +58,12 @@ class Settings:
     thread_turns: int
     tree_packages: int  # x 100 .py files under the glob
     tree_runs: int
+    consult_pairs: int  # ask_models against ask_model, at CONSULT_LATENCY_MS
+    consult_cpu_pairs: int  # the same, at 0 ms model latency, for the CPU figure
+    ledger_calls: int  # pairs: PostgreSQL ledger against SQLite
+    team_clients: int  # concurrent MCP clients over HTTP
+    team_calls: int  # calls each client makes one after another in a round
+    team_rounds: int  # rounds per layout (1 instance, 4 instances)
 
 
 @dataclass
@@ -176,8 +184,6 @@ class Server:
         self._stack: Any = None
 
     async def __aenter__(self) -> Server:
-        from contextlib import AsyncExitStack
-
         from mcp import Client, StdioServerParameters
 
         params = StdioServerParameters(
@@ -402,6 +408,7 @@ async def bench_paid(
         figures.append(await bench_files(settings, server, pids, workspace))
         data_dir = Path(env["BLOCKRUN_DATA_DIR"])
         figures.append(await bench_thread(settings, server, pids, data_dir))
+        figures += await bench_consult(settings, server, sandbox, pids)
     return figures
 
 
@@ -776,8 +783,9 @@ def bench_tree(settings: Settings, root: Path) -> Figure:
             f"binary assets and a nested .gitignore (generated_*.py); the pattern cap "
             f"(MAX_PATTERN_FILES = {cap}) raised in the bench's process only",
             f"of the {ms['resolve']:.1f} ms, the walk itself (`_walk`: scandir, .gitignore "
-            f"matching) takes {ms['walker']:.1f} ms, the per-file checks (realpath, inside the "
-            f"roots, secret names, stat) and the sort {ms['resolve'] - ms['walker']:.1f} ms",
+            f"matching) takes {ms['walker']:.1f} ms, the per-file checks (secret names, stat; "
+            f"realpath and inside the roots for symlinked files only, none here) and the sort "
+            f"{ms['resolve'] - ms['walker']:.1f} ms",
             f"with the files read as well (`Workspace.select`): {ms['select']:.1f} ms against "
             f"{ms['read']:.1f} ms for os.walk + reading each = "
             f"{ms['select'] / ms['read']:.2f}x",
@@ -791,7 +799,157 @@ def timed_sync(call: Callable[[], Any]) -> float:
     return time.perf_counter() - started
 
 
-# --- 9. tools/list as it goes over the wire ----------------------------------------------------
+# --- 9. ask_models: 5 models at once, against one ask_model -----------------------------------
+
+# Five paid chat models of the sandbox's (BlockRun's published) catalog; MODEL is one of them, so
+# the single call is one member of the consult, asked alone.
+CONSULT_MODELS = [
+    "openai/gpt-5-mini",
+    MODEL,
+    "google/gemini-2.5-flash",
+    "deepseek/deepseek-chat",
+    "anthropic/claude-haiku-4.5",
+]
+CONSULT_LATENCY_MS = 300  # issue 14: the wall-time figure's simulated model latency
+
+
+async def ask_models(server: Server) -> dict[str, Any]:
+    result = await server.client.call_tool(
+        "ask_models", {"prompt": PROMPT, "models": CONSULT_MODELS, "max_tokens": MAX_TOKENS}
+    )
+    if result.is_error:
+        raise RuntimeError(result.content[0].text)
+    answers = result.structured_content["answers"]
+    if len(answers) != len(CONSULT_MODELS) or any(a["error"] or not a["content"] for a in answers):
+        raise RuntimeError(f"ask_models did not answer for every model: {answers}")
+    return result.structured_content
+
+
+@dataclass
+class Turns:
+    """Calls of several kinds taking turns; per kind, the wall time of each call and the CPU the
+    server and the sandbox spent over all of them. The CPU is read between calls only, so each
+    call's window runs to the start of the next one: work a process finishes after its answer
+    (the server's after it wrote the tool result) counts to the call that caused it."""
+
+    pids: tuple[int, int]  # the server's, the sandbox's
+    kinds: int
+    wall: list[list[float]] = field(default_factory=list)
+    cpu: list[list[float]] = field(default_factory=list)  # per kind: [server, sandbox] seconds
+    measured: bool = True
+
+    def __post_init__(self) -> None:
+        self.wall = [[] for _ in range(self.kinds)]
+        self.cpu = [[0.0, 0.0] for _ in range(self.kinds)]
+
+    async def run(self, calls: list[Callable[[], Awaitable[Any]]], rounds: int) -> None:
+        mark = [cpu_seconds(pid) for pid in self.pids]
+        for _ in range(rounds):
+            for kind, call in enumerate(calls):
+                self.wall[kind].append(await timed(call()))
+                now = [cpu_seconds(pid) for pid in self.pids]
+                for index, (start, end) in enumerate(zip(mark, now, strict=True)):
+                    if start is None or end is None:
+                        self.measured = False
+                    else:
+                        self.cpu[kind][index] += end - start
+                mark = now
+
+    def ms(self, kind: int) -> float:
+        return statistics.median(self.wall[kind]) * 1000
+
+    def cpu_ms(self, kind: int, per: int) -> tuple[float, float]:
+        """The server's and the sandbox's CPU of `kind`, in ms, over `per` (model requests)."""
+        server, sandbox = self.cpu[kind]
+        return server * 1000 / per, sandbox * 1000 / per
+
+
+async def bench_consult(
+    settings: Settings, server: Server, sandbox: Sandbox, pids: tuple[int, int]
+) -> list[Figure]:
+    width = len(CONSULT_MODELS)
+    for _ in range(2):  # warm both paths; each consult must settle one payment per model
+        before = sandbox.settled()
+        await ask_models(server)
+        if sandbox.settled() - before != width:
+            raise RuntimeError(f"one ask_models settled {sandbox.settled() - before} payments")
+        await server.ask()
+    pair: list[Callable[[], Awaitable[Any]]] = [lambda: ask_models(server), server.ask]
+    # CPU, at 0 ms model latency: many calls in little time (bench/README.md says why).
+    fast = Turns(pids, 2)
+    await fast.run(pair, settings.consult_cpu_pairs)
+    # Wall time, at CONSULT_LATENCY_MS, the sides taking turns.
+    sandbox.faults(model_latency_seconds=CONSULT_LATENCY_MS / 1000)
+    try:
+        await ask_models(server)
+        await server.ask()
+        slow = Turns(pids, 2)
+        await slow.run(pair, settings.consult_pairs)
+    finally:
+        sandbox.faults(model_latency_seconds=0)
+
+    many_ms, one_ms = slow.ms(0), slow.ms(1)
+    wall_ratio = many_ms / one_ms
+    figures = [
+        Figure(
+            f"ask_models with {width} models against one ask_model, {CONSULT_LATENCY_MS} ms "
+            "model latency: wall time (median)",
+            f"{many_ms:.0f} ms ({width} models at once)",
+            f"{one_ms:.0f} ms (one ask_model, same latency)",
+            wall_ratio,
+            "<= 1.25x",
+            wall_ratio <= 1.25,
+            [
+                f"{settings.consult_pairs} calls each, interleaved; models: "
+                f"{', '.join(CONSULT_MODELS)}; max_tokens {MAX_TOKENS}; the single call asks "
+                f"{MODEL}",
+                f"absolute difference {many_ms - one_ms:+.1f} ms a call; fastest and slowest: "
+                f"ask_models {min(slow.wall[0]) * 1000:.0f}-{max(slow.wall[0]) * 1000:.0f} ms, "
+                f"ask_model {min(slow.wall[1]) * 1000:.0f}-{max(slow.wall[1]) * 1000:.0f} ms",
+                f"at 0 ms model latency (the CPU figure's calls): ask_models {fast.ms(0):.1f} ms, "
+                f"ask_model {fast.ms(1):.1f} ms = {fast.ms(0) / fast.ms(1):.2f}x",
+            ],
+        )
+    ]
+    name = f"server CPU per model request, ask_models ({width} models) against ask_model"
+    if not fast.measured:
+        figures.append(Figure(name, "not measured (no /proc schedstat)", "", None, "<= 1.2x", None))
+        return figures
+    n = settings.consult_cpu_pairs
+    many_server, many_sandbox = fast.cpu_ms(0, width * n)
+    one_server, one_sandbox = fast.cpu_ms(1, n)
+    cpu_ratio = many_server / one_server
+    notes = [
+        f"0 ms model latency: the server's CPU over {n} ask_models calls "
+        f"({many_server * width * n:.0f} ms) over their {width * n} model requests, against its "
+        f"CPU over {n} ask_model calls ({one_server * n:.0f} ms) over {n}; interleaved; "
+        "/proc/<pid>/task/*/schedstat (every thread), read between calls",
+        f"the sandbox's CPU per model request: {many_sandbox:.2f} ms in ask_models, "
+        f"{one_sandbox:.2f} ms alone",
+    ]
+    if slow.measured:
+        m = settings.consult_pairs
+        (slow_many, _), (slow_one, _) = slow.cpu_ms(0, width * m), slow.cpu_ms(1, m)
+        notes.append(
+            f"the same at {CONSULT_LATENCY_MS} ms model latency (the wall-time figure's {m} "
+            f"calls each): {slow_many:.2f} against {slow_one:.2f} ms = "
+            f"{slow_many / slow_one:.2f}x"
+        )
+    figures.append(
+        Figure(
+            name,
+            f"{many_server:.2f} ms",
+            f"{one_server:.2f} ms (one ask_model, one model request)",
+            cpu_ratio,
+            "<= 1.2x",
+            cpu_ratio <= 1.2,
+            notes,
+        )
+    )
+    return figures
+
+
+# --- 10. tools/list as it goes over the wire ----------------------------------------------------
 
 
 def wire_tools_list(env: dict[str, str]) -> bytes:
@@ -824,6 +982,8 @@ def bench_tools_list(env: dict[str, str]) -> Figure:
     line = wire_tools_list(env)
     message = json.loads(line)
     tools = message["result"]["tools"]
+    if "ask_models" not in {tool["name"] for tool in tools}:
+        raise RuntimeError("tools/list does not list ask_models")
     if len(line) != len(compact(message)):
         raise RuntimeError("the server's tools/list line is not compact JSON")
     # What the bench used to count: json.dumps with its default ", " and ": " and \u escapes.
@@ -843,6 +1003,460 @@ def bench_tools_list(env: dict[str, str]) -> Figure:
             f"json.dumps with spaces (what the bench counted before) makes {spaced} bytes = "
             f"{spaced // 4} tokens",
             "bytes per tool: " + ", ".join(f"{name} {n}" for n, name in biggest),
+        ],
+    )
+
+
+# --- 11. the PostgreSQL ledger (issue 15): one call, and 4 instances against 1 ----------------
+
+POSTGRES_SCRIPT = ROOT / ".ci" / "postgres.sh"
+TEAM_INSTANCES = 4
+REPORTED = "none (reported)"
+
+
+@dataclass
+class Postgres:
+    """A PostgreSQL server for the bench: a superuser's URL (to create databases), or why there
+    is none."""
+
+    url: str | None
+    why_not: str = ""
+    shown: str = ""  # its version, host, fsync and synchronous_commit, said beside the figures
+
+
+def _script_env() -> dict[str, str]:
+    # The script picks its own directory: someone else's BLOCKRUN_TEST_PG_DIR must not steer it.
+    return {k: v for k, v in os.environ.items() if not k.startswith("BLOCKRUN_TEST_PG")}
+
+
+@contextmanager
+def postgres() -> Iterator[Postgres]:
+    """$BLOCKRUN_TEST_POSTGRES_URL when set (.ci/run exports it; a server named there that does
+    not answer is an error), else a throwaway server from `.ci/postgres.sh start`, stopped after.
+    One that cannot be started is not an error: the PostgreSQL figures say why they are missing."""
+    url = os.environ.get("BLOCKRUN_TEST_POSTGRES_URL", "").strip()
+    directory = None
+    if not url:
+        print("bench: starting a PostgreSQL server (.ci/postgres.sh start)", file=sys.stderr)
+        try:
+            done = subprocess.run(
+                ["bash", str(POSTGRES_SCRIPT), "start"],
+                capture_output=True,
+                text=True,
+                timeout=900,  # it installs PostgreSQL first where it is missing (as root)
+                env=_script_env(),
+                stdin=subprocess.DEVNULL,
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            done = subprocess.CompletedProcess([], 1, "", str(error))
+        exports = dict(
+            line.removeprefix("export ").split("=", 1)
+            for line in done.stdout.splitlines()
+            if line.startswith("export ") and "=" in line
+        )
+        directory = exports.get("BLOCKRUN_TEST_PG_DIR")
+        url = exports.get("BLOCKRUN_TEST_POSTGRES_URL", "")
+        if done.returncode != 0 or not url:
+            lines = done.stderr.strip().splitlines()
+            why = lines[-1] if lines else f"exit {done.returncode}"
+            print(f"bench: PostgreSQL could not be started: {why}", file=sys.stderr)
+            yield Postgres(None, f"PostgreSQL could not be started: {why}")
+            return
+    try:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            version = conn.execute("SHOW server_version").fetchone()[0].split()[0]
+            shown = [
+                f"{name} {conn.execute(f'SHOW {name}').fetchone()[0]}"
+                for name in ("fsync", "synchronous_commit")
+            ]
+        where = "started by the bench" if directory else "$BLOCKRUN_TEST_POSTGRES_URL"
+        yield Postgres(
+            url,
+            shown=f"PostgreSQL {version} on {urlsplit(url).hostname} ({where}), {', '.join(shown)}",
+        )
+    finally:
+        if directory:
+            subprocess.run(
+                ["bash", str(POSTGRES_SCRIPT), "stop", directory],
+                capture_output=True,
+                timeout=120,
+                env=_script_env(),
+                stdin=subprocess.DEVNULL,
+            )
+
+
+@contextmanager
+def fresh_database(url: str) -> Iterator[tuple[str, str]]:
+    """A new, empty database on the server at `url`, as (its URL, its name); dropped after."""
+    import psycopg
+    from psycopg import sql
+
+    name = f"bench_{secrets.token_hex(6)}"
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield urlunsplit(urlsplit(url)._replace(path=f"/{name}")), name
+    finally:
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def settled_payments(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        return conn.execute("SELECT count(*) FROM payments WHERE status = 'settled'").fetchone()[0]
+
+
+class Backends:
+    """The CPU of the PostgreSQL backends connected to one database (their pids from
+    pg_stat_activity, their CPU from /proc schedstat) when the server runs on this machine;
+    `local` turns False when a backend's process cannot be read here."""
+
+    def __init__(self, url: str, database: str) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+        self.database = database
+        self.local = True
+        self._mark = self._snapshot()
+
+    def _snapshot(self) -> dict[int, float]:
+        rows = self.conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (self.database,),
+        ).fetchall()
+        cpu = {}
+        for (pid,) in rows:
+            try:
+                here = Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"postgres")
+            except OSError:
+                here = False
+            seconds = cpu_seconds(pid) if here else None
+            if seconds is None:
+                self.local = False
+            else:
+                cpu[pid] = seconds
+        return cpu
+
+    def lap(self) -> float:
+        """CPU seconds since the last lap (a backend that is new since then counts whole)."""
+        now = self._snapshot()
+        spent = sum(seconds - self._mark.get(pid, 0.0) for pid, seconds in now.items())
+        self._mark = now
+        return spent
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def fund(sandbox: Sandbox, key: str, usd: float) -> None:
+    from eth_account import Account
+
+    httpx.post(
+        f"http://127.0.0.1:{sandbox.port}/_sandbox/balance",
+        json={"address": Account.from_key(key).address, "usd": usd},
+        timeout=5,
+    ).raise_for_status()
+
+
+async def bench_postgres(
+    settings: Settings, sandbox: Sandbox, env: dict[str, str], home: Path
+) -> list[Figure]:
+    names = [
+        "paid ask_model with the PostgreSQL ledger against the SQLite ledger, 0 ms model "
+        "latency (median)",
+        f"{TEAM_INSTANCES} HTTP instances on one PostgreSQL ledger against 1: throughput of "
+        f"{settings.team_clients} concurrent clients, {settings.latency_ms} ms model latency",
+    ]
+    with postgres() as server:
+        if server.url is None:
+            return [
+                Figure(name, f"not measured ({server.why_not})", "", None, REPORTED, None)
+                for name in names
+            ]
+        call = await bench_ledger_call(settings, sandbox, env, home, server)
+        team = await bench_team(settings, sandbox, env, home, server)
+    call.name, team.name = names
+    return [call, team]
+
+
+async def bench_ledger_call(
+    settings: Settings, sandbox: Sandbox, env: dict[str, str], home: Path, server: Postgres
+) -> Figure:
+    assert server.url
+    key = "0x" + secrets.token_hex(32)
+    fund(sandbox, key, 1000)
+    common = env | {"BLOCKRUN_WALLET_KEY": key}
+    warm = 3
+    with fresh_database(server.url) as (url, database):
+        pg_env = common | {"BLOCKRUN_DATA_DIR": str(home / "ledger-pg"), "BLOCKRUN_LEDGER_URL": url}
+        lite_env = common | {"BLOCKRUN_DATA_DIR": str(home / "ledger-sqlite")}
+        async with Server(pg_env) as pg:
+            pg_pid = pg.pid()
+            async with Server(lite_env) as lite:
+                lite_pid = lite.pid()
+                for _ in range(warm):  # warm both: imports, pools, the catalog cache
+                    await pg.ask()
+                    await lite.ask()
+                ours = Timings((pg_pid, sandbox.process.pid))
+                base = Timings((lite_pid, sandbox.process.pid))
+                backends = Backends(server.url, database)
+                backend_cpu, before = 0.0, sandbox.settled()
+                load = os.getloadavg()[0]
+                try:
+                    for _ in range(settings.ledger_calls):  # interleaved
+                        backends.lap()
+                        await ours.add(pg.ask())
+                        backend_cpu += backends.lap()
+                        await base.add(lite.ask())
+                finally:
+                    backends.close()
+                if sandbox.settled() - before != 2 * settings.ledger_calls:
+                    raise RuntimeError("the ledger figure's calls did not settle once each")
+        settled = settled_payments(url)  # the PostgreSQL side's, every one, is in that database
+    if settled != warm + settings.ledger_calls:
+        raise RuntimeError(f"the PostgreSQL ledger holds {settled} settled payments")
+    ours_ms, base_ms = ours.ms(), base.ms()
+    notes = [
+        f"{settings.ledger_calls} calls each, interleaved; two stdio servers side by side, the "
+        "same wallet and sandbox, each a fresh ledger (a new database; a new data dir); checked: "
+        f"the database holds that side's {settled} payments, settled",
+        f"{server.shown}",
+        f"absolute difference {ours_ms - base_ms:+.2f} ms a call; load average (1 min) "
+        f"{load:.1f} before these calls, {os.getloadavg()[0]:.1f} after",
+        *cpu_note(ours, base, "PostgreSQL against SQLite"),
+    ]
+    if backends.local:
+        notes.append(
+            "the PostgreSQL backends' CPU per call (mean, /proc schedstat): "
+            f"{backend_cpu * 1000 / settings.ledger_calls:.2f} ms"
+        )
+    return Figure(
+        "",
+        f"{ours_ms:.1f} ms (BLOCKRUN_LEDGER_URL)",
+        f"{base_ms:.1f} ms (the default SQLite ledger)",
+        ours_ms / base_ms,
+        REPORTED,
+        None,
+        notes,
+    )
+
+
+SERVE_HTTP = [sys.executable, "-m", "blockrun_mcp", "serve", "--transport", "http", "--port"]
+
+
+class Instance:
+    """`blockrun-mcp serve --transport http` in its own process."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/mcp"
+        self.log = log
+        with log.open("wb") as stderr:
+            self.process = subprocess.Popen(
+                [*SERVE_HTTP, str(self.port)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                env=env,
+            )
+
+    def wait_ready(self, deadline: float) -> None:
+        """Until it answers (401 without a token)."""
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"an instance exited ({self.process.returncode}): {self.log.read_text()[-800:]}"
+                )
+            try:
+                if httpx.post(self.url, json={}, timeout=1).status_code == 401:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"an instance did not start: {self.log.read_text()[-800:]}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+async def team_call(client: Any) -> None:
+    result = await client.call_tool(
+        "ask_model", {"prompt": PROMPT, "model": MODEL, "max_tokens": MAX_TOKENS}
+    )
+    if result.is_error:
+        raise RuntimeError(result.content[0].text)
+
+
+async def bench_team(
+    settings: Settings, sandbox: Sandbox, env: dict[str, str], home: Path, server: Postgres
+) -> Figure:
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    from blockrun_mcp.identities import add_identity
+
+    assert server.url
+    n, per_client = settings.team_clients, settings.team_calls
+    team = home / "team"
+    tokens_file = team / "tokens.toml"
+    # One identity per client, as N people of a team; budgets far above what the bench spends.
+    tokens = [
+        add_identity(tokens_file, f"person{i}", daily_budget_usd=10_000, max_per_call_usd=None)
+        for i in range(n)
+    ]
+    key = "0x" + secrets.token_hex(32)
+    fund(sandbox, key, 100_000)
+    with fresh_database(server.url) as (url, database), ExitStack() as processes:
+        instances: list[Instance] = []
+        for index in range(TEAM_INSTANCES):
+            data = team / f"instance{index}"
+            data.mkdir(parents=True)
+            instance_env = {
+                "PATH": env["PATH"],
+                "HOME": env["HOME"],
+                "BLOCKRUN_API_URL": env["BLOCKRUN_API_URL"],
+                "BLOCKRUN_RPC_URL": env["BLOCKRUN_RPC_URL"],
+                "BLOCKRUN_WALLET_KEY": key,
+                "BLOCKRUN_DATA_DIR": str(data),
+                "BLOCKRUN_LEDGER_URL": url,
+                "BLOCKRUN_HTTP_TOKENS_FILE": str(tokens_file),
+                "BLOCKRUN_DAILY_BUDGET_USD": "100000",
+                "BLOCKRUN_MAX_PER_CALL_USD": "1",
+            }
+            instance = Instance(instance_env, team / f"instance{index}.log")
+            processes.callback(instance.stop)
+            instances.append(instance)
+        deadline = time.monotonic() + 60
+        for instance in instances:
+            instance.wait_ready(deadline)
+
+        async with AsyncExitStack() as stack:
+
+            async def client(url: str, token: str) -> Any:
+                http = await stack.enter_async_context(
+                    httpx2.AsyncClient(
+                        headers={"Authorization": f"Bearer {token}"},
+                        timeout=httpx2.Timeout(30, read=120),
+                    )
+                )
+                return await stack.enter_async_context(
+                    Client(streamable_http_client(url, http_client=http), mode="legacy")
+                )
+
+            # The same N people either all on instance 0, or spread round-robin over the 4.
+            single = [await client(instances[0].url, tokens[i]) for i in range(n)]
+            spread = [await client(instances[i % TEAM_INSTANCES].url, tokens[i]) for i in range(n)]
+            await asyncio.gather(*(team_call(c) for c in single + spread))  # warm every pool
+            sandbox.faults(model_latency_seconds=settings.latency_ms / 1000)
+            try:
+                load = os.getloadavg()[0]
+                one_call = statistics.median(
+                    [await timed(team_call(single[0])) for _ in range(settings.singles)]
+                )
+                backends = Backends(server.url, database)
+                pids = {
+                    "instances": [i.process.pid for i in instances],
+                    "sandbox": [sandbox.process.pid],
+                    "clients": [os.getpid()],
+                }
+                walls: dict[str, list[float]] = {"single": [], "spread": []}
+                cpu = {layout: dict.fromkeys([*pids, "postgres"], 0.0) for layout in walls}
+                per_instance = {layout: [0.0] * TEAM_INSTANCES for layout in walls}
+
+                async def run_round(layout: str, clients: list[Any]) -> None:
+                    async def worker(c: Any) -> None:
+                        for _ in range(per_client):
+                            await team_call(c)
+
+                    before = sandbox.settled()
+                    marks = {g: [cpu_seconds(p) or 0.0 for p in ps] for g, ps in pids.items()}
+                    backends.lap()
+                    walls[layout].append(await timed(asyncio.gather(*map(worker, clients))))
+                    cpu[layout]["postgres"] += backends.lap()
+                    for group, ps in pids.items():
+                        for index, (pid, mark) in enumerate(zip(ps, marks[group], strict=True)):
+                            spent = (cpu_seconds(pid) or 0.0) - mark
+                            cpu[layout][group] += spent
+                            if group == "instances":
+                                per_instance[layout][index] += spent
+                    if sandbox.settled() - before != n * per_client:
+                        raise RuntimeError(f"a {layout} round did not settle each call once")
+
+                try:
+                    for index in range(settings.team_rounds):  # in turns, first one then other
+                        order = [("single", single), ("spread", spread)]
+                        for layout, clients in order if index % 2 == 0 else order[::-1]:
+                            await run_round(layout, clients)
+                finally:
+                    backends.close()
+                end_load = os.getloadavg()[0]
+            finally:
+                sandbox.faults(model_latency_seconds=0)
+        for instance in instances:
+            if instance.process.poll() is not None:
+                raise RuntimeError(f"an instance died: {instance.log.read_text()[-800:]}")
+        settled = settled_payments(url)
+    calls = n * per_client
+    rate = {layout: calls / statistics.median(w) for layout, w in walls.items()}
+    ratio = rate["spread"] / rate["single"]
+
+    if not backends.local:  # a server elsewhere: its CPU is not this machine's
+        for layout in cpu:
+            del cpu[layout]["postgres"]
+
+    def busy(layout: str) -> str:
+        wall = sum(walls[layout])
+        shares = ", ".join(f"{group} {spent / wall:.2f}" for group, spent in cpu[layout].items())
+        each = "/".join(f"{spent / wall:.2f}" for spent in per_instance[layout])
+        total = sum(cpu[layout].values()) / wall
+        return f"{shares} (instances one by one {each}); {total:.2f} in all"
+
+    cores = os.cpu_count() or 0
+    expected = 2 * n + settings.singles + 2 * settings.team_rounds * calls
+    if settled != expected:
+        raise RuntimeError(f"the team's ledger holds {settled} settled payments, not {expected}")
+    return Figure(
+        "",
+        f"{rate['spread']:.0f} calls/s ({n} clients over {TEAM_INSTANCES} instances)",
+        f"{rate['single']:.0f} calls/s (the same {n} clients on 1 instance)",
+        ratio,
+        f"{REPORTED}; {cores} cores",
+        None,
+        [
+            f"this machine has {cores} cores, shared by the {TEAM_INSTANCES} instances, the "
+            f"sandbox gateway, PostgreSQL, the {n} clients (the bench's own process) and whatever "
+            "else runs on it: more instances can only add the CPU one instance leaves unused, so "
+            f"the ratio is no prediction for {TEAM_INSTANCES} instances on machines of their own",
+            f"{n} MCP clients over Streamable HTTP (the SDK's client, Authorization: Bearer, one "
+            f"identity each), each making {per_client} paid ask_model calls one after another; "
+            f"calls/s = {calls} calls / the round's wall time, median of "
+            f"{settings.team_rounds} rounds per layout, the layouts taking turns; "
+            f"{TEAM_INSTANCES} `blockrun-mcp serve --transport http` processes, one wallet, one "
+            f"PostgreSQL database ({server.shown}), one sandbox; checked: every call settled "
+            f"once and the ledger holds all {settled} payments",
+            f"rounds: 1 instance {', '.join(f'{calls / w:.0f}' for w in walls['single'])} "
+            f"calls/s; {TEAM_INSTANCES} instances "
+            f"{', '.join(f'{calls / w:.0f}' for w in walls['spread'])} calls/s",
+            f"one call alone: {one_call * 1000:.0f} ms, so {n} clients with nothing queued would "
+            f"make {n / one_call:.0f} calls/s",
+            f"cores busy (CPU seconds / wall seconds, /proc schedstat), 1 instance: "
+            f"{busy('single')}",
+            f"cores busy, {TEAM_INSTANCES} instances: {busy('spread')}; load average (1 min) "
+            f"{load:.1f} before the rounds, {end_load:.1f} after (every process on the machine, "
+            "the bench's and others')",
         ],
     )
 
@@ -879,6 +1493,9 @@ def server_env(sandbox: Sandbox, home: Path) -> dict[str, str]:
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
         "BLOCKRUN_API_URL": sandbox.base_url,
+        # The sandbox's stand-in chain: the server's reconciler (20 s after start) asks it, not
+        # Base mainnet over the network.
+        "BLOCKRUN_RPC_URL": f"http://127.0.0.1:{sandbox.port}/rpc",
         "BLOCKRUN_WALLET_KEY": "0x" + secrets.token_hex(32),
         "BLOCKRUN_DATA_DIR": str(home / "data"),
         "BLOCKRUN_SESSION_BUDGET_USD": "1000",
@@ -935,13 +1552,14 @@ async def main_async(settings: Settings) -> list[Figure]:
         spawn = bench_spawn(settings, env, ours_warm=True)
         workspace = Path(home) / "workspace"
         workspace.mkdir()
-        paid, burst, rss, files, thread = await bench_paid(
+        paid, burst, rss, files, thread, consult, consult_cpu = await bench_paid(
             settings, sandbox, env | {"BLOCKRUN_WORKSPACE": str(workspace)}, workspace
         )
+        ledger, team = await bench_postgres(settings, sandbox, env, Path(home))
         tree_root = Path(home) / "tree"
         tree_root.mkdir()
         tree = bench_tree(settings, tree_root)
-    return [spawn, paid, burst, files, thread, tree, tools, rss]
+    return [spawn, paid, burst, files, thread, consult, consult_cpu, ledger, team, tree, tools, rss]
 
 
 def main() -> None:
@@ -970,6 +1588,12 @@ def main() -> None:
             thread_turns=3,
             tree_packages=1,
             tree_runs=1,
+            consult_pairs=2,
+            consult_cpu_pairs=3,
+            ledger_calls=3,
+            team_clients=4,
+            team_calls=2,
+            team_rounds=1,
         )
     else:
         settings = Settings(
@@ -985,6 +1609,12 @@ def main() -> None:
             thread_turns=50,
             tree_packages=20,
             tree_runs=5,
+            consult_pairs=20,
+            consult_cpu_pairs=200,
+            ledger_calls=150,
+            team_clients=32,
+            team_calls=5,
+            team_rounds=5,
         )
     started = time.monotonic()
     figures = asyncio.run(main_async(settings))

@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from blockrun_mcp.ledger import DEFAULT_IDENTITY
 from blockrun_mcp.money import atomic_to_usd, usd_text, usd_to_atomic
 from blockrun_mcp.x402.errors import PaymentRefused
 
 if TYPE_CHECKING:
+    from blockrun_mcp.identities import Identity
     from blockrun_mcp.ledger import Ledger
 
 # A quote this many times our estimate, and this much above it, is refused as suspicious.
@@ -40,14 +42,45 @@ class BudgetStatus:
 
 
 class SessionBudget:
-    """The budget of one MCP session, over the ledger shared by every session."""
+    """The budget of one MCP session (and of the identity calling), over the shared ledger.
 
-    def __init__(self, ledger: Ledger, session: str, limits: Limits, network: str) -> None:
+    With `per_session=False` (a team's instances on one PostgreSQL ledger, serving stateless
+    HTTP) there is no session to budget: the identity's daily budget and the wallet's apply, and
+    the session figures report the identity's day instead.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        session: str,
+        limits: Limits,
+        network: str,
+        *,
+        identity: Identity | None = None,
+        per_session: bool = True,
+    ) -> None:
         self.ledger = ledger
         self.session = session
         self.configured = limits
         self.session_limit_usd = limits.session_usd
         self.network = network
+        self.identity = identity
+        self.per_session = per_session
+
+    @property
+    def identity_name(self) -> str:
+        return self.identity.name if self.identity is not None else DEFAULT_IDENTITY
+
+    @property
+    def per_call_usd(self) -> float:
+        """The identity's own per-call cap, else the wallet's."""
+        if self.identity is not None and self.identity.max_per_call_usd is not None:
+            return self.identity.max_per_call_usd
+        return self.configured.per_call_usd
+
+    @property
+    def identity_daily_usd(self) -> float | None:
+        return self.identity.daily_budget_usd if self.identity is not None else None
 
     # --- limits --------------------------------------------------------------------------
 
@@ -56,6 +89,11 @@ class SessionBudget:
         one, and not back above a limit it lowered before (a lowered limit is a promise)."""
         if new_limit_usd < 0:
             raise ValueError("A session limit cannot be negative.")
+        if not self.per_session:
+            raise ValueError(
+                "This server keeps no session budget (its instances share one ledger and serve "
+                "stateless HTTP): budgets are per identity and per day, set in the tokens file."
+            )
         if new_limit_usd > self.session_limit_usd:
             raise ValueError(
                 f"The session limit can only be lowered: it is ${self.session_limit_usd:.6f} "
@@ -66,9 +104,18 @@ class SessionBudget:
         return new_limit_usd
 
     def status(self) -> BudgetStatus:
-        spent = self.ledger.session_spent_atomic(self.session)
-        limit_atomic = usd_to_atomic(self.session_limit_usd)
-        remaining = max(0, limit_atomic - spent)
+        if self.per_session:
+            limit_usd = self.session_limit_usd
+            spent = self.ledger.session_spent_atomic(self.session)
+        else:  # no session: the identity's day stands in for it
+            limit_usd = self.identity_daily_usd
+            if limit_usd is None:
+                limit_usd = self.configured.daily_usd or self.configured.session_usd
+            spent = self.ledger.identity_spent_atomic(self.identity_name)
+        remaining = max(0, usd_to_atomic(limit_usd) - spent)
+        if self.per_session and self.identity_daily_usd is not None:
+            used = self.ledger.identity_spent_atomic(self.identity_name)
+            remaining = min(remaining, max(0, usd_to_atomic(self.identity_daily_usd) - used))
         daily_spent = None
         if self.configured.daily_usd is not None:
             daily_spent_atomic = self.ledger.day_spent_atomic()
@@ -77,10 +124,10 @@ class SessionBudget:
                 remaining, max(0, usd_to_atomic(self.configured.daily_usd) - daily_spent_atomic)
             )
         return BudgetStatus(
-            session_limit_usd=self.session_limit_usd,
+            session_limit_usd=limit_usd,
             session_spent_usd=atomic_to_usd(spent),
             budget_remaining_usd=atomic_to_usd(remaining),
-            per_call_cap_usd=self.configured.per_call_usd,
+            per_call_cap_usd=self.per_call_usd,
             daily_limit_usd=self.configured.daily_usd,
             daily_spent_usd=daily_spent,
         )
@@ -94,11 +141,17 @@ class SessionBudget:
         """Refuse a quote over the per-call cap, or suspiciously far above our own estimate.
         Compared in atomic units, so each boundary is exact (floats make $0.05 - $0.03 more
         than $0.02)."""
-        cap = usd_to_atomic(self.configured.per_call_usd)
+        cap = usd_to_atomic(self.per_call_usd)
         if amount_atomic > cap:
+            own = self.identity is not None and self.identity.max_per_call_usd is not None
+            where = (
+                f"{self.identity_name}'s max_per_call_usd in the tokens file"
+                if own
+                else "BLOCKRUN_MAX_PER_CALL_USD"
+            )
             raise PaymentRefused(
                 f"the quote {usd_text(amount_atomic)} is above the per-call cap "
-                f"${self.configured.per_call_usd:.2f} (raise BLOCKRUN_MAX_PER_CALL_USD to allow it)",
+                f"${self.per_call_usd:.2f} (raise {where} to allow it)",
                 limit="per-call cap",
             )
         if estimate_usd is None:
@@ -127,26 +180,35 @@ class SessionBudget:
                 model=model,
                 amount_atomic=amount_atomic,
                 network=self.network,
-                session_limit_atomic=usd_to_atomic(self.session_limit_usd),
+                session_limit_atomic=(
+                    usd_to_atomic(self.session_limit_usd) if self.per_session else None
+                ),
                 daily_limit_atomic=(
                     None
                     if self.configured.daily_usd is None
                     else usd_to_atomic(self.configured.daily_usd)
                 ),
+                identity=self.identity_name,
+                identity_daily_limit_atomic=(
+                    None
+                    if self.identity_daily_usd is None
+                    else usd_to_atomic(self.identity_daily_usd)
+                ),
             )
         except LimitExceeded as exc:
             raise PaymentRefused(
-                _limit_message(exc.limit, amount_atomic, exc.remaining_atomic), limit=exc.limit
+                _limit_message(exc.limit, amount_atomic, exc.remaining_atomic, self.identity_name),
+                limit=exc.limit,
             ) from None
         return payment_id
 
 
-def _limit_message(limit: str, amount_atomic: int, remaining_atomic: int) -> str:
-    how = (
-        "raise BLOCKRUN_DAILY_BUDGET_USD or wait for the next UTC day"
-        if limit == "daily budget"
-        else "raise BLOCKRUN_SESSION_BUDGET_USD and restart the server, or start a new session"
-    )
+def _limit_message(limit: str, amount_atomic: int, remaining_atomic: int, identity: str) -> str:
+    how = {
+        "daily budget": "raise BLOCKRUN_DAILY_BUDGET_USD or wait for the next UTC day",
+        "identity budget": f"{identity}'s daily_budget_usd is set in the tokens file; raise it or "
+        "wait for the next UTC day",
+    }.get(limit, "raise BLOCKRUN_SESSION_BUDGET_USD and restart the server, or start a new session")
     return (
         f"this call's quote {usd_text(amount_atomic)} would exceed the {limit}: "
         f"{usd_text(remaining_atomic)} is left; {how}"

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from blockrun_mcp.config import Config
+    from blockrun_mcp.ledger import Ledger
     from blockrun_mcp.wallet import Wallet
 
 EPILOG = """examples:
@@ -28,6 +29,8 @@ EPILOG = """examples:
   blockrun-mcp threads                  the conversations ask_model keeps, and their turns
   blockrun-mcp serve --sandbox          serve with the sandbox gateway and a throwaway wallet
   blockrun-mcp sandbox --port 8787      run the sandbox gateway alone
+  blockrun-mcp token add alice --daily-budget 2   a token for a team's HTTP server (per-person budget)
+  blockrun-mcp migrate                  bring the ledger's schema (PostgreSQL or SQLite) up to date
 
 Every command takes --help. Settings come from BLOCKRUN_* environment variables (see README).
 """
@@ -196,6 +199,56 @@ def build_parser() -> argparse.ArgumentParser:
         "--reconcile",
         action="store_true",
         help="first settle or release signed payments as the chain reports them",
+    )
+
+    token = _command(
+        commands,
+        "token",
+        "add or list the identities that may use the HTTP server",
+        "Identities for `serve --transport http`, kept in BLOCKRUN_HTTP_TOKENS_FILE (TOML, hashes\n"
+        "only: the file holds no secret). `token add` makes a random bearer token, prints it\n"
+        "once and appends its SHA-256 with the identity's budgets; `token list` shows who is\n"
+        "there. A running server reads the file when it starts.",
+        "examples:\n  blockrun-mcp token add alice --daily-budget 2.00 --file team/tokens.toml\n"
+        "  blockrun-mcp token add ci-bot --daily-budget 0.50 --max-per-call 0.05\n"
+        "  blockrun-mcp token list",
+    )
+    token_actions = token.add_subparsers(dest="action", metavar="ACTION", required=True)
+    token_add = token_actions.add_parser(
+        "add", help="make a token for a new identity; printed once, only its hash is kept"
+    )
+    token_add.add_argument("name", help="who it is for: letters, digits, _ . @ - (up to 64)")
+    token_add.add_argument(
+        "--daily-budget",
+        type=_non_negative,
+        metavar="USD",
+        help="most this identity may spend per UTC day (the wallet's daily budget caps all)",
+    )
+    token_add.add_argument(
+        "--max-per-call",
+        type=_non_negative,
+        metavar="USD",
+        help="most one of its calls may spend (default: BLOCKRUN_MAX_PER_CALL_USD)",
+    )
+    token_list = token_actions.add_parser("list", help="the identities and their budgets")
+    for action in (token_add, token_list):
+        action.add_argument(
+            "--file",
+            type=Path,
+            metavar="F",
+            help="the tokens file (default: BLOCKRUN_HTTP_TOKENS_FILE, else "
+            "$BLOCKRUN_DATA_DIR/tokens.toml)",
+        )
+
+    _command(
+        commands,
+        "migrate",
+        "bring the ledger's database schema up to date",
+        "Apply the ledger's schema migrations: to the PostgreSQL database of BLOCKRUN_LEDGER_URL,\n"
+        "else to the SQLite ledger in BLOCKRUN_DATA_DIR. Servers apply them when they start, too;\n"
+        "safe to run while instances run, and when several start at once (each migration is\n"
+        "applied once, under a lock).",
+        "examples:\n  BLOCKRUN_LEDGER_URL=postgresql://blockrun@db:5432/blockrun blockrun-mcp migrate",
     )
 
     doctor = _command(
@@ -409,40 +462,65 @@ def _spend(args: argparse.Namespace) -> None:
     )
 
     config = _config()
-    path = ledger_path(config.data_dir, sandbox=args.sandbox)
     since = since_day(args.days)
     if args.reconcile:
-        _reconcile(config, path, sandbox=args.sandbox, quiet=args.json or args.csv)
+        _reconcile(config, sandbox=args.sandbox, quiet=args.json or args.csv)
+    ledger = _open_ledger(config, sandbox=args.sandbox, read_only=True)
+    where = (
+        ledger.store.where
+        if ledger is not None
+        else str(ledger_path(config.data_dir, sandbox=args.sandbox))
+    )
     try:
-        payments, running_jobs = read_ledger(path, since)
+        payments, running_jobs = read_ledger(ledger, since) if ledger is not None else ([], {})
     except sqlite3.Error as exc:
-        _fail(f"the ledger {path} cannot be read ({exc}); `blockrun-mcp doctor` says more", 1)
+        _fail(f"the ledger {where} cannot be read ({exc}); `blockrun-mcp doctor` says more", 1)
+    finally:
+        if ledger is not None:
+            ledger.close()
     if args.csv:
         sys.stdout.write(spend_csv(payments))
         return
-    summary = spend_summary(payments, path, since, running_jobs)
+    summary = spend_summary(payments, where, since, running_jobs)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         print(spend_text(summary, sandbox=args.sandbox))
 
 
-def _threads(args: argparse.Namespace) -> None:
-    import json
+def _open_ledger(config: Config, *, sandbox: bool, read_only: bool) -> Ledger | None:
+    """The ledger a command reads: PostgreSQL when BLOCKRUN_LEDGER_URL says so, else the SQLite
+    file in the data dir (the sandbox's own with `sandbox`); None when there is none yet."""
     import sqlite3
 
+    from blockrun_mcp.errors import BlockrunError
     from blockrun_mcp.ledger import Ledger
-    from blockrun_mcp.reports import ledger_path, threads_text, turns_text
+    from blockrun_mcp.reports import ledger_path
+
+    url = config.ledger_url
+    try:
+        if url is not None and not sandbox:
+            return Ledger.open(url.get_secret_value(), config.data_dir, read_only=read_only)
+        path = ledger_path(config.data_dir, sandbox=sandbox)
+        if not path.exists():
+            return None
+        return Ledger(path, read_only=read_only)
+    except BlockrunError as exc:
+        _fail(exc.message, 1)
+    except (sqlite3.Error, OSError) as exc:
+        _fail(f"the ledger cannot be opened ({exc}); `blockrun-mcp doctor` says more", 1)
+
+
+def _threads(args: argparse.Namespace) -> None:
+    import json
+
+    from blockrun_mcp.reports import threads_text, turns_text
     from blockrun_mcp.threads import ThreadStore, UnknownThread
 
-    path = ledger_path(_config().data_dir, sandbox=args.sandbox)
-    if not path.exists():
+    ledger = _open_ledger(_config(), sandbox=args.sandbox, read_only=True)
+    if ledger is None:
         print("No threads yet: ask_model keeps one for every question it answers.")
         return
-    try:
-        ledger = Ledger(path, read_only=True)
-    except sqlite3.Error as exc:
-        _fail(f"the ledger {path} cannot be read ({exc}); `blockrun-mcp doctor` says more", 1)
     try:
         store = ThreadStore(ledger)
         if args.thread_id:
@@ -475,14 +553,11 @@ def _turn_json(turn: Any) -> dict[str, Any]:
     return data
 
 
-def _reconcile(config: Config, path: Path, *, sandbox: bool, quiet: bool) -> None:
+def _reconcile(config: Config, *, sandbox: bool, quiet: bool) -> None:
     """`spend --reconcile`: the money rule's chain check over the ledger's open payments."""
-    import sqlite3
-
     import anyio
 
     from blockrun_mcp.chain import ChainReader
-    from blockrun_mcp.ledger import Ledger
     from blockrun_mcp.money import usd_text
     from blockrun_mcp.payments import reconcile
     from blockrun_mcp.x402.networks import network_by_name
@@ -494,13 +569,10 @@ def _reconcile(config: Config, path: Path, *, sandbox: bool, quiet: bool) -> Non
             "reconciling; start a new sandbox session instead.",
             code=2,
         )
-    if not path.exists():
+    ledger = _open_ledger(config, sandbox=False, read_only=False)
+    if ledger is None:
         return
     network = network_by_name(config.network)
-    try:
-        ledger = Ledger(path)
-    except (sqlite3.Error, OSError) as exc:
-        _fail(f"the ledger {path} cannot be opened ({exc}); `blockrun-mcp doctor` says more", 1)
 
     async def run() -> Any:
         async with ChainReader(config.rpc_url, network.usdc) as chain:
@@ -522,6 +594,110 @@ def _reconcile(config: Config, path: Path, *, sandbox: bool, quiet: bool) -> Non
         print()
 
 
+def _tokens_file(given: Path | None) -> Path:
+    """--file, else BLOCKRUN_HTTP_TOKENS_FILE, else the data dir's tokens.toml. Read from the
+    environment directly: the file may not exist yet, which the server's settings refuse."""
+    if given is not None:
+        return given.expanduser()
+    named = os.environ.get("BLOCKRUN_HTTP_TOKENS_FILE", "").strip()
+    if named:
+        return Path(named).expanduser()
+    data = os.environ.get("BLOCKRUN_DATA_DIR", "").strip()
+    return (Path(data).expanduser() if data else Path.home() / ".blockrun" / "mcp") / "tokens.toml"
+
+
+def _token(args: argparse.Namespace) -> None:
+    from blockrun_mcp.identities import IdentitiesError, add_identity, read_file
+
+    path = _tokens_file(args.file)
+    try:
+        if args.action == "list":
+            identities = read_file(path) if path.exists() else []
+            if not identities:
+                print(f"No identities in {path}: add one with `blockrun-mcp token add NAME`.")
+                return
+            print(f"{len(identities)} identit{'y' if len(identities) == 1 else 'ies'} in {path}:")
+            for identity in identities:
+                print(f"  {identity.name:<24} {_budget_words(identity)}")
+            return
+        made = add_identity(
+            path,
+            args.name,
+            daily_budget_usd=args.daily_budget,
+            max_per_call_usd=args.max_per_call,
+        )
+    except IdentitiesError as exc:
+        _fail(exc.message, 1)
+    except OSError as exc:
+        _fail(f"cannot write {path} ({exc.strerror or exc})", 1)
+    from blockrun_mcp.identities import Identity
+
+    added = Identity(args.name, "", args.daily_budget, args.max_per_call)
+    print(
+        f"Added {args.name} to {path} ({_budget_words(added)}).\n"
+        "Its token, shown this once (the file keeps only its SHA-256):\n\n"
+        f"  {made}\n\n"
+        "Give it to that person; their host connects with, e.g. (Claude Code):\n"
+        "  claude mcp add --transport http blockrun https://YOUR-SERVER/mcp \\\n"
+        f'    --header "Authorization: Bearer {made}"\n'
+        + (
+            f"A server reads the file when it starts: restart it to let {args.name} in."
+            if os.environ.get("BLOCKRUN_HTTP_TOKENS_FILE", "").strip()
+            else f"A server reads it only if told: set BLOCKRUN_HTTP_TOKENS_FILE={path} in its "
+            "environment, and (re)start it."
+        )
+    )
+
+
+def _budget_words(identity: Any) -> str:
+    daily = (
+        "no daily budget of its own"
+        if identity.daily_budget_usd is None
+        else f"${identity.daily_budget_usd:.2f} a day"
+    )
+    per_call = (
+        "per call as BLOCKRUN_MAX_PER_CALL_USD"
+        if identity.max_per_call_usd is None
+        else f"at most ${identity.max_per_call_usd:.2f} a call"
+    )
+    return f"{daily}, {per_call}"
+
+
+def _migrate() -> None:
+    from blockrun_mcp.errors import BlockrunError
+
+    config = _config()
+    if config.ledger_url is None:
+        from blockrun_mcp.ledger import Ledger
+        from blockrun_mcp.ledger_sqlite import SCHEMA_VERSION
+
+        path = config.data_dir / "ledger.sqlite3"
+        try:
+            config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            Ledger(path).close()  # opening a SQLite ledger migrates it
+        except (BlockrunError, OSError) as exc:
+            _fail(f"cannot migrate {path} ({getattr(exc, 'message', exc)})", 1)
+        print(f"{path}: SQLite, schema version {SCHEMA_VERSION} (up to date)")
+        return
+    from blockrun_mcp.ledger_postgres import PostgresBackend, shown
+
+    url = config.ledger_url.get_secret_value()
+    try:
+        store = PostgresBackend(url, pool_size=1)  # opening it migrates, under the lock
+        try:
+            applied = store.migrations_applied
+            after = store.schema_version()
+            before = after - applied
+        finally:
+            store.close()
+    except BlockrunError as exc:
+        _fail(exc.message, 1)
+    if applied:
+        print(f"{shown(url)}: migrated from schema version {before} to {after}.")
+    else:
+        print(f"{shown(url)}: schema version {after}, up to date.")
+
+
 def _doctor(as_json: bool) -> None:
     from blockrun_mcp.doctor import FAIL, checks_json, render_checks, run_checks
     from blockrun_mcp.tables import use_colour
@@ -532,6 +708,17 @@ def _doctor(as_json: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        _main(argv)
+    except BrokenPipeError:
+        # `blockrun-mcp spend --json | head`: the reader left; no traceback for that. Python
+        # flushes stdout once more at exit, so point it somewhere that cannot break.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(1)
+
+
+def _main(argv: Sequence[str] | None) -> None:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if not args_list:
         _serve("stdio", "127.0.0.1", 0, sandbox=False)
@@ -562,6 +749,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if args.command == "doctor":
         _doctor(args.json)
+        return
+    if args.command == "token":
+        _token(args)
+        return
+    if args.command == "migrate":
+        _migrate()
         return
     if args.command == "sandbox":
         from blockrun_mcp.sandbox import run_sandbox

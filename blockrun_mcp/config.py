@@ -33,6 +33,8 @@ ENV_VARS = (
     "BLOCKRUN_PAY_TO",
     "BLOCKRUN_WORKSPACE",
     "BLOCKRUN_CONFIRM_ABOVE_USD",
+    "BLOCKRUN_LEDGER_URL",
+    "BLOCKRUN_HTTP_TOKENS_FILE",
 )
 DEFAULT_CALL_TIMEOUT_S = 600.0  # long reasoning answers are legitimate; a trickle forever is not
 MAX_CALL_TIMEOUT_S = 24 * 3600.0
@@ -65,6 +67,17 @@ class Config(BaseModel):
     workspace: tuple[Path, ...] = ()
     # A paid call quoted above this asks the person first (MCP elicitation); None: never asks.
     confirm_above_usd: float | None = None
+    # The ledger on PostgreSQL for a team's instances; None: SQLite in the data dir.
+    ledger_url: SecretStr | None = None
+    # Identities (name, token hash, budgets) for the HTTP transport; see identities.py.
+    tokens_file: Path | None = None
+
+    @property
+    def shared_ledger(self) -> bool:
+        """Several instances may share this ledger: HTTP is served stateless, and budgets are
+        per identity and per day rather than per MCP session."""
+        return self.ledger_url is not None
+
     home: Path = Path("~").expanduser()  # where ~/.blockrun key files are looked up
 
 
@@ -135,6 +148,31 @@ def _paths(env: Mapping[str, str], name: str) -> tuple[Path, ...]:
     return tuple(paths)
 
 
+def _ledger_url(raw: str) -> SecretStr | None:
+    """A PostgreSQL URL (it may hold a password, so it is kept as a secret)."""
+    from urllib.parse import urlsplit
+
+    url = raw.strip()
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+        raise ConfigError(
+            "BLOCKRUN_LEDGER_URL must be a PostgreSQL URL such as "
+            "postgresql://user:password@db.example:5432/blockrun, or unset for the SQLite ledger"
+        )
+    return SecretStr(url)
+
+
+def _file(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    # Whether it exists is checked where it is read (serving HTTP, doctor): the other commands
+    # (migrate, spend, token add itself) must work before it is made.
+    return Path(raw).expanduser().resolve()
+
+
 def _api_url(raw: str, name: str = "BLOCKRUN_API_URL", example: str = DEFAULT_API_URL) -> str:
     from urllib.parse import urlparse
 
@@ -201,5 +239,7 @@ def load_config(env: Mapping[str, str] | None = None, *, home: Path | None = Non
         pay_to=_address(env, "BLOCKRUN_PAY_TO"),
         workspace=_paths(env, "BLOCKRUN_WORKSPACE"),
         confirm_above_usd=_money(env, "BLOCKRUN_CONFIRM_ABOVE_USD", None),
+        ledger_url=_ledger_url(env.get("BLOCKRUN_LEDGER_URL", "")),
+        tokens_file=_file(env, "BLOCKRUN_HTTP_TOKENS_FILE"),
         home=home,
     )

@@ -55,8 +55,12 @@ def run_checks(env: Mapping[str, str] | None = None, *, start_server: bool = Tru
     if wallet is not None:
         _balance(config, wallet, checks)
     _budgets(config, checks)
+    _team(env, config, checks)
     _directory("data dir", config.data_dir, "BLOCKRUN_DATA_DIR", checks, private=True)
-    _ledger(config.data_dir / "ledger.sqlite3", config, checks)
+    if config.ledger_url is not None:
+        _shared_ledger(config, checks)
+    else:
+        _ledger(config.data_dir / "ledger.sqlite3", config, checks)
     _directory("output dir", config.output_dir, "BLOCKRUN_OUTPUT_DIR", checks, private=False)
     _stdio(env, checks, start_server)
     return checks
@@ -305,6 +309,131 @@ def _budgets(config: Config, checks: list[Check]) -> None:
             )
         )
     checks.extend(problems or [Check("budgets", OK, summary)])
+
+
+# --- a team's deployment: identities and the PostgreSQL ledger -------------------------------
+
+MAX_CLOCK_SKEW_SECONDS = 5.0  # days, reservations' ages and instances' heartbeats use our clock
+
+
+def _team(env: dict[str, str], config: Config, checks: list[Check]) -> None:
+    from blockrun_mcp.errors import BlockrunError
+    from blockrun_mcp.identities import Identities
+
+    if config.tokens_file is not None:
+        try:
+            identities = Identities.load(config.tokens_file, None)
+        except BlockrunError as exc:
+            checks.append(
+                Check(
+                    "identities",
+                    FAIL,
+                    exc.message,
+                    "fix the entry it names, or add identities with `blockrun-mcp token add`",
+                )
+            )
+        else:
+            described = ", ".join(
+                f"{i.name} ({'no daily budget' if i.daily_budget_usd is None else f'${i.daily_budget_usd:.2f}/day'})"
+                for i in identities.by_name.values()
+            )
+            checks.append(
+                Check(
+                    "identities",
+                    OK if identities else WARN,
+                    f"{config.tokens_file}: {described}"
+                    if identities
+                    else f"{config.tokens_file} has no identities: every HTTP request gets 401",
+                    "" if identities else "add one with `blockrun-mcp token add NAME`",
+                )
+            )
+    if config.shared_ledger and env.get("BLOCKRUN_SESSION_BUDGET_USD", "").strip():
+        checks.append(
+            Check(
+                "budgets",
+                WARN,
+                "BLOCKRUN_SESSION_BUDGET_USD does not apply to `serve --transport http` with "
+                "BLOCKRUN_LEDGER_URL: that is served stateless (any instance may answer any "
+                "request), so budgets are per identity and per day; stdio sessions still use it",
+                "cap each person with daily_budget_usd in BLOCKRUN_HTTP_TOKENS_FILE and the "
+                "wallet with BLOCKRUN_DAILY_BUDGET_USD",
+            )
+        )
+
+
+def _shared_ledger(config: Config, checks: list[Check]) -> None:
+    """The PostgreSQL ledger: reachable, migrated, and on a clock that agrees with ours."""
+    from blockrun_mcp.errors import BlockrunError
+    from blockrun_mcp.ledger import Ledger
+    from blockrun_mcp.ledger_postgres import SCHEMA_VERSION, PostgresBackend, shown
+
+    assert config.ledger_url is not None
+    url = config.ledger_url.get_secret_value()
+    try:
+        store = PostgresBackend(url, read_only=True, pool_size=1)
+    except BlockrunError as exc:
+        checks.append(
+            Check(
+                "ledger",
+                FAIL,
+                exc.message,
+                "start the database or correct BLOCKRUN_LEDGER_URL (postgresql://user:password"
+                "@host:5432/dbname); the user needs CREATE on the database for the migrations",
+            )
+        )
+        return
+    try:
+        version = store.schema_version()
+        if version < SCHEMA_VERSION:
+            checks.append(
+                Check(
+                    "ledger",
+                    FAIL,
+                    f"{shown(url)} is at schema version {version} of {SCHEMA_VERSION}",
+                    "run `blockrun-mcp migrate` (a server applies it too when it starts)",
+                )
+            )
+            return
+        if version > SCHEMA_VERSION:
+            checks.append(
+                Check(
+                    "ledger",
+                    FAIL,
+                    f"{shown(url)} is at schema version {version}, newer than this "
+                    f"blockrun-mcp knows ({SCHEMA_VERSION})",
+                    "upgrade blockrun-mcp on this machine to the version the other instances run",
+                )
+            )
+            return
+        skew = store.clock_skew_seconds()
+        if abs(skew) > MAX_CLOCK_SKEW_SECONDS:
+            checks.append(
+                Check(
+                    "ledger",
+                    WARN,
+                    f"the database's clock and this machine's differ by {skew:+.1f} s",
+                    "run NTP (chrony, systemd-timesyncd) on every instance and on the database "
+                    "server: days and instances' heartbeats are judged by the clocks",
+                )
+            )
+        ledger = Ledger(store)
+        payments = ledger.payments()
+        pending = [row for row in payments if row.status == "signed"]
+        detail = (
+            f"{shown(url)}: PostgreSQL, schema version {version}, clock skew {skew:+.2f} s, "
+            f"{len(payments)} payment(s)"
+        )
+        if pending:
+            from blockrun_mcp.money import usd_text
+
+            amount = usd_text(sum(row.amount_atomic for row in pending))
+            detail += f"; {len(pending)} signed with the outcome unknown ({amount}, counted)"
+        checks.append(Check("ledger", OK, detail))
+        _payees(payments, config, checks)
+    except BlockrunError as exc:
+        checks.append(Check("ledger", FAIL, exc.message, "check the database server's log"))
+    finally:
+        store.close()
 
 
 # --- directories ----------------------------------------------------------------------------

@@ -501,7 +501,8 @@ class ConsultCall(PaidCall):
 
 # --- the chain's word -----------------------------------------------------------------------
 
-Result = Literal["settled", "released", "pending"]
+# "elsewhere": another process booked it between our read and our update (a team's instances).
+Result = Literal["settled", "released", "pending", "elsewhere"]
 
 
 @dataclass(frozen=True)
@@ -530,6 +531,8 @@ class Reconciliation:
             f"Checked {len(self.outcomes)} signed payment(s) on chain: {len(settled)} settled, "
             f"{len(released)} released (expired unused), {len(pending)} still counted as spent."
         )
+        if elsewhere := self.of("elsewhere"):
+            text += f" {len(elsewhere)} booked meanwhile by another process."
         if self.chain_error:
             text += f" The chain could not be read ({self.chain_error})."
         return text
@@ -576,7 +579,7 @@ async def reconcile(
             continue
         result.outcomes.append(_apply(ledger, row, used=used, now=now))
     for outcome in result.outcomes:
-        if outcome.result != "pending":
+        if outcome.result in ("settled", "released"):
             log.info("payment %s %s: %s", outcome.payment_id, outcome.result, outcome.reason)
     return result
 
@@ -585,7 +588,8 @@ def _apply(ledger: Ledger, row: PaymentRow, *, used: bool, now: int) -> Outcome:
     assert row.valid_before is not None
     if used:
         reason = f"the chain reports the authorization used (checked {when(now)})"
-        ledger.mark_settled(row.id, row.amount_atomic, row.tx_hash, note=reason)
+        if not ledger.mark_settled(row.id, row.amount_atomic, row.tx_hash, note=reason):
+            return _booked_elsewhere(ledger, row)
         return Outcome(row.id, row.amount_atomic, "settled", reason)
     if now < row.valid_before + FINALITY_MARGIN_SECONDS:
         return _pending(row, f"may still settle: valid until {when(row.valid_before)}")
@@ -593,9 +597,18 @@ def _apply(ledger: Ledger, row: PaymentRow, *, used: bool, now: int) -> Outcome:
         f"expired unused: valid until {when(row.valid_before)}, and the chain reports the "
         f"authorization unused at {when(now)}"
     )
-    ledger.mark_released(row.id, reason)
+    if not ledger.mark_released(row.id, reason):
+        return _booked_elsewhere(ledger, row)
     ledger.end_video_jobs_of(row.id, "failed")
     return Outcome(row.id, row.amount_atomic, "released", reason)
+
+
+def _booked_elsewhere(ledger: Ledger, row: PaymentRow) -> Outcome:
+    """Another process (a team's other instance, or its own call) closed the payment between
+    our read and our update: report what it became, not our own verdict twice."""
+    now = ledger.payment(row.id)
+    status = now.status if now is not None else "unknown"
+    return Outcome(row.id, row.amount_atomic, "elsewhere", f"{status} by another process meanwhile")
 
 
 def _pending(row: PaymentRow, reason: str) -> Outcome:

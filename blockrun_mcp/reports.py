@@ -18,7 +18,7 @@ from typing import Any
 from blockrun_mcp.catalog import filter_models as catalog_filter
 from blockrun_mcp.catalog import model_view
 from blockrun_mcp.gateway_models import CatalogEntry
-from blockrun_mcp.ledger import PaymentRow
+from blockrun_mcp.ledger import Ledger, PaymentRow
 from blockrun_mcp.money import atomic_to_usd
 from blockrun_mcp.tables import money, render
 
@@ -45,14 +45,18 @@ def read_payments(path: Path, since: str | None = None) -> list[PaymentRow]:
     return read_ledger(path, since)[0]
 
 
-def read_ledger(path: Path, since: str | None = None) -> tuple[list[PaymentRow], dict[int, str]]:
-    """The payments (newest first) and the video jobs still running (payment id -> job id),
-    opened read-only. Empty if there is no ledger yet."""
-    if not path.exists():
-        return [], {}
+def read_ledger(
+    source: Path | Ledger, since: str | None = None
+) -> tuple[list[PaymentRow], dict[int, str]]:
+    """The payments (newest first) and the video jobs still running (payment id -> job id).
+    A path is opened read-only (and closed); empty if there is no ledger there yet."""
     from blockrun_mcp.ledger import Ledger
 
-    ledger = Ledger(path, read_only=True)
+    if isinstance(source, Ledger):
+        return source.payments(since_day=since), source.running_jobs_by_payment()
+    if not source.exists():
+        return [], {}
+    ledger = Ledger(source, read_only=True)
     try:
         return ledger.payments(since_day=since), ledger.running_jobs_by_payment()
     finally:
@@ -111,7 +115,7 @@ def pending_reason(row: PaymentRow, now: float | None = None) -> str:
 
 def spend_summary(
     payments: list[PaymentRow],
-    ledger: Path,
+    ledger: Path | str,
     since: str | None,
     running_jobs: dict[int, str] | None = None,
 ) -> dict[str, Any]:
@@ -132,6 +136,7 @@ def spend_summary(
         },
         "by_day": _group(payments, "day"),
         "by_session": _group(payments, "session"),
+        "by_identity": _group(payments, "identity"),
         "by_tool": _group(payments, "tool"),
         "by_model": _group(payments, "model"),
         "pending": [
@@ -180,6 +185,7 @@ CSV_FIELDS = (
     "network",
     "tx_hash",
     "note",
+    "identity",
 )
 
 
@@ -213,6 +219,7 @@ def spend_csv(payments: Iterable[PaymentRow]) -> str:
                 r.network,
                 r.tx_hash or "",
                 r.note,
+                r.identity,
             ]
         )
     return out.getvalue()
@@ -231,12 +238,11 @@ def spend_text(summary: dict[str, Any], *, sandbox: bool = False) -> str:
         f"pending {money(totals['pending_usd'])} in {totals['pending']}; "
         f"{totals['released']} released (not charged); total {money(totals['total_usd'])}"
     )
-    for key, heading in (
-        ("day", "By day (UTC)"),
-        ("session", "By session"),
-        ("tool", "By tool"),
-        ("model", "By model"),
-    ):
+    groups = [("day", "By day (UTC)"), ("session", "By session")]
+    # Identities are a team server's (BLOCKRUN_HTTP_TOKENS_FILE); one person alone is no news.
+    if [r["identity"] for r in summary["by_identity"]] not in ([], ["default"]):
+        groups.append(("identity", "By identity"))
+    for key, heading in [*groups, ("tool", "By tool"), ("model", "By model")]:
         rows = summary[f"by_{key}"]
         lines += ["", heading]
         lines.append(

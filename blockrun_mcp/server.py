@@ -15,6 +15,8 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 
 from blockrun_mcp import __version__
+from blockrun_mcp.identities import Identities
+from blockrun_mcp.ledger import DEFAULT_IDENTITY
 from blockrun_mcp.payments import Confirm
 from blockrun_mcp.results import (
     AskResult,
@@ -41,6 +43,7 @@ INSTRUCTIONS = (
 
 log = logging.getLogger("blockrun_mcp")
 ROOTS_TIMEOUT_SECONDS = 10.0
+IDENTITY_HEADER = "x-blockrun-identity"  # set by transports.IdentityAuth, never by a client
 
 TOOL_NAMES = frozenset(
     {
@@ -195,12 +198,21 @@ def confirmer(ctx: Context) -> Confirm | None:
     return confirm
 
 
+def identity_name(ctx: Context) -> str:
+    """Who is calling: the identity the HTTP transport's authentication found (it sets this
+    header itself, after removing any a client sent), else the one local user."""
+    headers = ctx.headers
+    name = headers.get(IDENTITY_HEADER) if headers is not None else None
+    return name or DEFAULT_IDENTITY
+
+
 async def caller_of(ctx: Context, *, files: bool = False) -> Caller:
     async def progress(done: float, total: float | None, message: str) -> None:
         await ctx.report_progress(done, total, message)
 
     return Caller(
         roots=await client_roots(ctx) if files else None,
+        owner=identity_name(ctx),
         confirm=confirmer(ctx),
         progress=progress,
     )
@@ -211,6 +223,7 @@ def build_server(
     stdio_session: str | None = None,
     *,
     sessions: IssuedSessions | None = None,
+    identities: Identities | None = None,
 ) -> MCPServer:
     stdio_key = stdio_session or service.new_session_key()
 
@@ -233,7 +246,12 @@ def build_server(
     )
 
     def budget_of(ctx: Context) -> Any:
-        return service.session(session_key(ctx, stdio_key, sessions))
+        name = identity_name(ctx)
+        identity = identities.get(name) if identities is not None else None
+        if ctx.headers is not None and service.config.shared_ledger:
+            # Stateless HTTP over a shared ledger: no session, the identity's day is the budget.
+            return service.session("team", identity, per_session=False)
+        return service.session(session_key(ctx, stdio_key, sessions), identity)
 
     async def run(call: Any) -> CallToolResult:
         try:
@@ -318,9 +336,10 @@ def build_server(
         description="List recent conversations, or one's turns by thread_id.", annotations=LOCAL
     )
     async def threads(
+        ctx: Context,
         thread_id: str | None = None,
     ) -> Annotated[CallToolResult, ThreadsResult]:
-        return await run(service.account.threads(thread_id))
+        return await run(service.account.threads(thread_id, identity_name(ctx)))
 
     @mcp.tool(description="List models with USD prices per 1M tokens.", annotations=LOCAL)
     async def list_models(

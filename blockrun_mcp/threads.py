@@ -30,35 +30,7 @@ from blockrun_mcp.workspace import SentFile
 if TYPE_CHECKING:
     from blockrun_mcp.ledger import Ledger
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS threads (
-    id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    title TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS threads_owner ON threads(owner, updated_at);
-CREATE TABLE IF NOT EXISTS turns (
-    thread_id TEXT NOT NULL REFERENCES threads(id),
-    seq INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    model TEXT NOT NULL,
-    effort TEXT,
-    system TEXT,
-    files TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    answer TEXT NOT NULL,
-    finish_reason TEXT,
-    cost_atomic INTEGER NOT NULL,
-    payment_id INTEGER,
-    PRIMARY KEY (thread_id, seq)
-);
-CREATE TABLE IF NOT EXISTS file_texts (
-    sha256 TEXT PRIMARY KEY,
-    text TEXT NOT NULL
-);
-"""
+# The tables live with the ledger's (ledger_sqlite.py, ledger_postgres.py): one store.
 TITLE_CHARS = 80
 THREAD_ID_PREFIX = "thr_"
 
@@ -102,10 +74,6 @@ class ThreadStore:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self._locks: weakref.WeakValueDictionary[str, anyio.Lock] = weakref.WeakValueDictionary()
-        if not ledger.read_only:
-            with ledger.transaction() as db:
-                for statement in _statements():  # (executescript would commit mid-transaction)
-                    db.execute(statement)
 
     # --- one thread at a time -------------------------------------------------------------
 
@@ -156,11 +124,20 @@ class ThreadStore:
     def recent(self, owner: str, limit: int = 20) -> list[ThreadSummary]:
         rows = self._read(
             "SELECT t.id, t.title, t.created_at, t.updated_at, COUNT(u.seq) AS turns,"
-            " GROUP_CONCAT(DISTINCT u.model) AS models, COALESCE(SUM(u.cost_atomic), 0) AS cost"
+            " COALESCE(SUM(u.cost_atomic), 0) AS cost"
             " FROM threads t LEFT JOIN turns u ON u.thread_id = t.id WHERE t.owner = ?"
-            " GROUP BY t.id ORDER BY t.updated_at DESC LIMIT ?",
+            " GROUP BY t.id, t.title, t.created_at, t.updated_at"
+            " ORDER BY t.updated_at DESC LIMIT ?",
             (owner, limit),
         )
+        models: dict[str, set[str]] = {}
+        if rows:
+            marks = ",".join("?" * len(rows))
+            for row in self._read(
+                f"SELECT DISTINCT thread_id, model FROM turns WHERE thread_id IN ({marks})",
+                tuple(row["id"] for row in rows),
+            ):
+                models.setdefault(row["thread_id"], set()).add(row["model"])
         return [
             ThreadSummary(
                 id=row["id"],
@@ -168,8 +145,8 @@ class ThreadStore:
                 created_at=row["created_at"],
                 updated_at=row["updated_at"],
                 turns=row["turns"],
-                models=sorted((row["models"] or "").split(",")) if row["models"] else [],
-                cost_atomic=row["cost"],
+                models=sorted(models.get(row["id"], ())),
+                cost_atomic=int(row["cost"]),  # PostgreSQL's SUM of a bigint is a numeric
             )
             for row in rows
         ]
@@ -204,11 +181,17 @@ class ThreadStore:
                     (thread_id, owner, title, now, now),
                 )
             else:
+                # This UPDATE locks the thread's row first (on PostgreSQL; SQLite's BEGIN
+                # IMMEDIATE locks everything): a concurrent turn on the same thread, from any
+                # instance, waits here, and its seq below then counts this one's.
                 db.execute("UPDATE threads SET updated_at = ? WHERE id = ?", (now, thread_id))
-            for file, ref in zip(files, refs, strict=True):
+            # In hash order: two turns storing the same new texts at once take their keys in
+            # one order, so they cannot deadlock (PostgreSQL).
+            texts = {ref["sha256"]: file.text for file, ref in zip(files, refs, strict=True)}
+            for digest in sorted(texts):
                 db.execute(
-                    "INSERT OR IGNORE INTO file_texts (sha256, text) VALUES (?, ?)",
-                    (ref["sha256"], file.text),
+                    "INSERT INTO file_texts (sha256, text) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                    (digest, texts[digest]),
                 )
             db.execute(
                 "INSERT INTO turns (thread_id, seq, created_at, model, effort, system, files,"
@@ -239,7 +222,7 @@ class ThreadStore:
 
         try:
             return self.ledger.read(sql, args)
-        except sqlite3.OperationalError:  # a read-only ledger of a version without threads
+        except sqlite3.OperationalError:  # a read-only SQLite ledger from before threads
             return []
 
     def _texts(self, hashes: set[str]) -> dict[str, str]:
@@ -250,10 +233,6 @@ class ThreadStore:
             f"SELECT sha256, text FROM file_texts WHERE sha256 IN ({marks})", tuple(hashes)
         )
         return {row["sha256"]: row["text"] for row in rows}
-
-
-def _statements() -> list[str]:
-    return [statement.strip() for statement in SCHEMA.split(";") if statement.strip()]
 
 
 def _sha256(text: str) -> str:

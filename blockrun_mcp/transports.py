@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hmac
+import contextlib
 import ipaddress
 import sys
 from collections.abc import Iterator
@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any
 from blockrun_mcp.config import Config, ConfigError
 
 if TYPE_CHECKING:
+    from blockrun_mcp.identities import Identities
     from blockrun_mcp.service import BlockrunService
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+IDENTITY = b"x-blockrun-identity"  # server.IDENTITY_HEADER
 MIN_TOKEN_CHARS = 16
 SANDBOX_FUNDING = (
     "Sandbox: a throwaway wallet the built-in sandbox gateway funds with $10 of pretend USDC."
@@ -71,38 +73,59 @@ async def serve_stdio(service: BlockrunService) -> None:
     await build_server(service).run_stdio_async()
 
 
-class BearerAuth:
-    """ASGI middleware: every HTTP request must carry `Authorization: Bearer <token>`.
+class IdentityAuth:
+    """ASGI middleware: every HTTP request must carry `Authorization: Bearer <token>` of a known
+    identity (BLOCKRUN_HTTP_TOKEN, or one in BLOCKRUN_HTTP_TOKENS_FILE), and passes on which
+    one in a header of its own. A client's own copy of that header is always removed first.
 
-    The scheme name is case-insensitive (RFC 7235: "bearer" and "BEARER" are Bearer); the token
-    is compared exactly, in constant time.
+    The scheme name is case-insensitive (RFC 7235: "bearer" and "BEARER" are Bearer); the
+    token's hash is compared, in constant time, with every identity's.
     """
 
-    def __init__(self, app: Any, token: str) -> None:
+    def __init__(self, app: Any, identities: Identities) -> None:
         self.app = app
-        self.expected = token.encode()
+        self.identities = identities
 
-    def _token_of(self, header: bytes) -> bytes:
+    @staticmethod
+    def _token_of(header: bytes) -> str:
         scheme, _, token = header.strip().partition(b" ")
-        return token.strip() if scheme.lower() == b"bearer" else b""
+        return token.strip().decode("latin-1") if scheme.lower() == b"bearer" else ""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            supplied = self._token_of(dict(scope.get("headers") or []).get(b"authorization", b""))
-            if not hmac.compare_digest(supplied, self.expected):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = [(k, v) for k, v in scope.get("headers") or [] if k.lower() != IDENTITY]
+        identity = None
+        if self.identities:
+            token = self._token_of(dict(headers).get(b"authorization", b""))
+            identity = self.identities.find(token) if token else None
+            if identity is None:
                 from starlette.responses import JSONResponse
 
                 response = JSONResponse(
                     {
                         "error": "unauthorized",
-                        "message": "Send Authorization: Bearer <BLOCKRUN_HTTP_TOKEN>.",
+                        "message": "Send Authorization: Bearer <your token> (BLOCKRUN_HTTP_TOKEN, "
+                        "or one `blockrun-mcp token add` made).",
                     },
                     status_code=401,
                     headers={"WWW-Authenticate": "Bearer"},
                 )
                 await response(scope, receive, send)
                 return
-        await self.app(scope, receive, send)
+            headers.append((IDENTITY, identity.name.encode()))
+        await self.app({**scope, "headers": headers}, receive, send)
+
+
+def identities_of(config: Config) -> Identities:
+    from blockrun_mcp.identities import Identities, IdentitiesError
+
+    token = config.http_token.get_secret_value() if config.http_token else None
+    try:
+        return Identities.load(config.tokens_file, token)
+    except IdentitiesError as exc:  # said where the settings are checked: before serving
+        raise ConfigError(exc.message) from None
 
 
 def check_http_binding(host: str, config: Config) -> None:
@@ -113,7 +136,16 @@ def check_http_binding(host: str, config: Config) -> None:
             f"BLOCKRUN_HTTP_TOKEN is shorter than {MIN_TOKEN_CHARS} characters; use a long random "
             'token (e.g. python3 -c "import secrets; print(secrets.token_urlsafe(32))")'
         )
-    if not is_loopback(host) and config.http_token is None:
+    identities = identities_of(config)
+    if config.shared_ledger:
+        unbounded = [i.name for i in identities.by_name.values() if i.daily_budget_usd is None]
+        if config.daily_budget_usd is None and (unbounded or not identities):
+            raise ConfigError(
+                "A team server (BLOCKRUN_LEDGER_URL) keeps no session budgets, so every caller "
+                "needs a daily bound: set BLOCKRUN_DAILY_BUDGET_USD, or give every identity a "
+                f"daily_budget_usd (without one: {', '.join(unbounded) or 'any caller'})"
+            )
+    if not is_loopback(host) and not identities:
         raise ConfigError(
             f"Refusing to serve HTTP on {host} without a token: anyone who can reach it could spend "
             "your USDC. Set BLOCKRUN_HTTP_TOKEN to a long random secret, or bind 127.0.0.1."
@@ -129,7 +161,8 @@ def http_app(service: BlockrunService, host: str, config: Config, port: int | No
     from blockrun_mcp.sessions import IssuedSessions, SessionWatch
 
     sessions = IssuedSessions(on_forget=lambda session_id: service.forget_session(session_id))
-    mcp = build_server(service, sessions=sessions)
+    identities = identities_of(config)
+    mcp = build_server(service, sessions=sessions, identities=identities)
     security = None
     if is_loopback(host) and port:  # port 0 (any free port) cannot be pinned
         names = ("127.0.0.1", "localhost", "[::1]")
@@ -151,22 +184,41 @@ def http_app(service: BlockrunService, host: str, config: Config, port: int | No
         )
     app = SessionWatch(
         mcp.streamable_http_app(
-            streamable_http_path="/mcp", transport_security=security, host=host
+            streamable_http_path="/mcp",
+            transport_security=security,
+            host=host,
+            # Instances behind a load balancer share nothing in memory: no MCP session may
+            # depend on which one a request reaches (budgets are per identity and per day).
+            stateless_http=config.shared_ledger,
         ),
         sessions,
     )
-    if config.http_token is not None:
-        app = BearerAuth(app, config.http_token.get_secret_value())
-    return app
+    return IdentityAuth(app, identities)
 
 
 async def serve_http(service: BlockrunService, host: str, port: int, config: Config) -> None:
     import uvicorn
 
     check_http_binding(host, config)
+    # A long-running server loads the wallet (and eth-account, a second or more to import) now,
+    # not in its first paid call, which would hold up every other request meanwhile. (stdio
+    # keeps its fast start: a host waits for it.)
+    import coincurve  # noqa: F401 (the signer's library, imported here rather than mid-call)
+
+    from blockrun_mcp.errors import BlockrunError
+
+    with contextlib.suppress(BlockrunError):  # no wallet: free models still work
+        service.wallet()
     app = http_app(service, host, config, port)
     shown = f"[{host}]" if ":" in host else host
-    auth = "bearer token required" if config.http_token else "no token (loopback only)"
+    identities = identities_of(config)
+    auth = (
+        f"bearer token required, {len(identities)} identit{'y' if len(identities) == 1 else 'ies'}"
+        if identities
+        else "no token (loopback only)"
+    )
+    if config.shared_ledger:
+        auth += "; stateless, over a shared ledger"
     print(
         f"blockrun-mcp: serving MCP at http://{shown}:{port}/mcp ({auth})",
         file=sys.stderr,

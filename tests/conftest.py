@@ -8,6 +8,16 @@ from typing import Any
 import pytest
 
 from blockrun_mcp.sandbox import SandboxServer
+from tests.support.postgres import (  # noqa: F401 (fixtures: a real PostgreSQL server)
+    fresh_database,
+    postgres_server,
+    postgres_url,
+    restart_postgres,
+)
+from tests.support.stores import (  # noqa: F401 (fixtures: each ledger test on both stores)
+    ledger_databases,
+    ledger_store,
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:

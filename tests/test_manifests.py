@@ -49,12 +49,15 @@ def _check_env(env: dict[str, str], where: str) -> None:
 
 
 def test_every_file_in_manifests_is_known_and_documented():
-    on_disk = {p.name for p in MANIFESTS.iterdir() if p.name != "README.md"}
+    # team/ is the team server's walkthrough (tests/test_team_walkthrough.py checks it).
+    on_disk = {p.name for p in MANIFESTS.iterdir() if p.name not in ("README.md", "team")}
     assert on_disk == set(EVERY_MANIFEST)
     guide = (MANIFESTS / "README.md").read_text(encoding="utf-8")
     for name in EVERY_MANIFEST:
         assert f"manifests/{name}" in README, f"README.md does not point at manifests/{name}"
         assert f"`{name}`" in guide, f"manifests/README.md does not say where {name} goes"
+    assert "manifests/team/README.md" in README
+    assert "(team/README.md)" in guide
 
 
 @pytest.mark.parametrize("name", sorted(HOST_CONFIGS))
@@ -132,7 +135,8 @@ def test_registry_server_json_describes_the_pypi_package():
         if "default" in variable:
             _check_env({variable["name"]: variable["default"]}, f"server.json {variable['name']}")
     secrets = {v["name"] for v in variables if v.get("isSecret")}
-    assert secrets == {"BLOCKRUN_WALLET_KEY"}
+    # The ledger's URL carries the database's password (config keeps it as a SecretStr).
+    assert secrets == {"BLOCKRUN_WALLET_KEY", "BLOCKRUN_LEDGER_URL"}
 
 
 class _Recorder(dict):

@@ -30,6 +30,8 @@ RUNTIME_DEPENDENCIES = {
     "pathspec",
     "starlette",
     "uvicorn",
+    "psycopg",
+    "psycopg-pool",
 }
 
 

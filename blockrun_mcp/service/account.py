@@ -51,7 +51,10 @@ class Account:
                 raise ToolFailure(str(exc)) from None
         status = budget.status()
         ledger = self.service.ledger
-        rows = ledger.payments(session=budget.session, limit=RECENT_RECEIPTS)
+        if budget.per_session:
+            rows = ledger.payments(session=budget.session, limit=RECENT_RECEIPTS)
+        else:  # a team server: no sessions, so the caller's own payments (never another's)
+            rows = ledger.payments(identity=budget.identity_name, limit=RECENT_RECEIPTS)
         jobs = ledger.running_jobs_by_payment([row.id for row in rows])
         recent = [
             Receipt(

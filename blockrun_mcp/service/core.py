@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
 
     from blockrun_mcp.config import Config
+    from blockrun_mcp.identities import Identity
     from blockrun_mcp.ledger import Ledger
     from blockrun_mcp.payments import Reconciliation
     from blockrun_mcp.threads import ThreadStore
@@ -107,7 +108,10 @@ class BlockrunService:
 
             try:
                 self.config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-                self._ledger = Ledger(self.config.data_dir / "ledger.sqlite3")
+                url = self.config.ledger_url
+                self._ledger = Ledger.open(
+                    url.get_secret_value() if url else None, self.config.data_dir
+                )
             except OSError as exc:
                 raise ToolFailure(
                     f"The ledger in {self.config.data_dir} could not be opened ({exc}); set "
@@ -132,11 +136,22 @@ class BlockrunService:
         private = [config.data_dir, config.output_dir, config.home / ".blockrun"]
         return Workspace(roots, forbidden=private)
 
-    def session(self, key: str) -> SessionBudget:
-        budget = self._sessions.get(key)
+    def session(
+        self, key: str, identity: Identity | None = None, *, per_session: bool = True
+    ) -> SessionBudget:
+        """The budget of session `key` for `identity` (None: the one user of a local server)."""
+        cache_key = key if identity is None else f"{key}|{identity.name}"
+        budget = self._sessions.get(cache_key)
         if budget is None:
-            budget = SessionBudget(self.ledger, key, self.limits, self.network.name)
-            self._sessions[key] = budget
+            budget = SessionBudget(
+                self.ledger,
+                key,
+                self.limits,
+                self.network.name,
+                identity=identity,
+                per_session=per_session,
+            )
+            self._sessions[cache_key] = budget
         return budget
 
     def forget_session(self, session_id: str) -> None:
@@ -219,6 +234,13 @@ class BlockrunService:
         await anyio.sleep(FIRST_RECONCILE_DELAY_SECONDS)
         while True:
             try:
+                # Reservations of processes (a team's instances) that died before signing: any
+                # survivor releases them, once.
+                # (On the event loop, as every ledger call: SQLite's one connection is not
+                # shared across threads within a transaction.)
+                released = self.ledger.release_abandoned_reservations()
+                if released:
+                    log.info("released %d reservation(s) of ended processes", released)
                 outcome = await self.reconcile()
                 if outcome.chain_error:
                     log.warning("reconciling payments: %s", outcome.chain_error)

@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from blockrun_mcp.errors import BlockrunError
+from blockrun_mcp.ledger import StoreUnavailable
 from blockrun_mcp.x402.errors import MalformedTerms, PaymentInvalid, PaymentRefused
 
 if TYPE_CHECKING:
@@ -86,6 +87,8 @@ class Failures:
         signed = call is not None and any(hold.nonce for hold in call.holds)
         if call is not None and signed:
             parts.append(call.money_sentence())
+        elif isinstance(exc, StoreUnavailable):
+            parts.append("Nothing was signed: no payment is made without its reservation.")
         if self.budget is not None and (signed or isinstance(exc, PaymentRefused)):
             parts.append(f"Budget remaining: ${self._remaining():.6f}.")
         return " ".join(part for part in parts if part)
