@@ -348,3 +348,17 @@ def test_a_reservation_whose_release_failed_is_released_by_the_next_pass(ledger_
     assert ledger.day_spent_atomic() == 500
     assert ledger.release_abandoned_reservations() == 0
     assert ledger.mark_signed(held, "0x" + "44" * 32) is True
+
+
+def test_a_reservation_signed_meanwhile_is_never_released_as_abandoned(ledger_store):
+    """The release of a dead process's reservation is conditional on it still being one: a
+    process only taken for dead that signed in between keeps its payment counted."""
+    ledger = ledger_store()
+    payment = reserve(ledger, 700)
+    ledger_store.abandon(ledger, payment)
+    # It signs between the survivor's look and its update (the look is made to see it).
+    assert ledger.mark_signed(payment, "0x" + "55" * 32) is True
+    ledger.store.abandoned_reservations = lambda tx: [payment]  # type: ignore[method-assign]
+    assert ledger.release_abandoned_reservations() == 0
+    assert ledger.payment(payment).status == "signed"
+    assert ledger.day_spent_atomic() == 700

@@ -29,7 +29,7 @@ from tests.support.server import (
     new_key,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("within_one_utc_day")]
 
 
 def client_for(url: str, token: str) -> httpx2.AsyncClient:
@@ -99,6 +99,12 @@ async def test_two_instances_two_people_one_ledger(sandbox, tmp_path, fresh_data
                     bobs = (await clients["bob", index].call_tool("budget", {})).structured_content
                     assert bobs["session_limit_usd"] == 1.00
                     assert bobs["budget_remaining_usd"] < 1.00
+                    # Receipts are each person's own.
+                    assert [r["transaction"] for r in mine["recent"]] == [
+                        spent.structured_content["transaction"]
+                    ]
+                    assert len(bobs["recent"]) == 2
+                    assert spent.structured_content["transaction"] not in json.dumps(bobs)
                 # Threads are the caller's own: bob can neither list nor continue alice's.
                 thread = spent.structured_content["thread_id"]
                 listed = await clients["bob", 1].call_tool("threads", {})

@@ -17,6 +17,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from blockrun_mcp.ledger import Ledger
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,6 +51,7 @@ def section(report: str, title: str) -> list[str]:
     return rows
 
 
+@pytest.mark.usefixtures("within_one_utc_day")
 def test_try_it_sh_runs_the_walkthrough_on_the_sandbox(tmp_path, fresh_database):
     ports = {name: free_port() for name in ("SANDBOX_PORT", "PORT_ONE", "PORT_TWO")}
     scratch = tmp_path / "tmp"

@@ -233,3 +233,16 @@ def restart_postgres(postgres_server: PostgresServer) -> Callable[[], None]:
         restart_server(postgres_server)
 
     return restart
+
+
+@pytest.fixture
+def within_one_utc_day() -> None:
+    """Daily budgets reset at 00:00 UTC: a test of them that ran across midnight would see two
+    days' budgets. One that would start within two minutes of midnight waits until it passes."""
+    import datetime
+
+    now = datetime.datetime.now(datetime.UTC)
+    midnight = (now + datetime.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    left = (midnight - now).total_seconds()
+    if left < 120:
+        time.sleep(left + 1)
