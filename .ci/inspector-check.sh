@@ -6,16 +6,27 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 INSPECTOR_VERSION="${INSPECTOR_VERSION:-2.12.0}"
-TOOLS="ask_model list_models estimate_cost generate_image generate_video budget wallet"
+TOOLS="ask_model ask_models list_models estimate_cost generate_image generate_video budget wallet threads"
 PYTHON="$PWD/.venv/bin/python"
 SERVER="$PWD/.venv/bin/blockrun-mcp"
 
 work="$(mktemp -d)"
 server_pid=""
+team_pids=()
+team_db=""
 cleanup() {
-    if [[ -n "$server_pid" ]]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
+    for pid in "$server_pid" "${team_pids[@]}"; do
+        if [[ -n "$pid" ]]; then
+            kill "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
+    if [[ -n "$team_db" ]]; then
+        "$PYTHON" - "$BLOCKRUN_TEST_POSTGRES_URL" "$team_db" <<'PY' || true
+import sys, psycopg
+with psycopg.connect(sys.argv[1], autocommit=True) as conn:
+    conn.execute(f'DROP DATABASE IF EXISTS "{sys.argv[2]}" WITH (FORCE)')
+PY
     fi
     rm -rf "$work"
 }
@@ -127,4 +138,78 @@ if ! grep -q -e auth_required -e 401 "$work/http-denied.json"; then
     exit 1
 fi
 echo "  without the token: refused (401), as it should be"
+
+# A team's server (issue 15): stateless Streamable HTTP over the PostgreSQL ledger, an identity's
+# token from a tokens file, against a sandbox gateway of its own. Needs the test PostgreSQL that
+# .ci/run starts (BLOCKRUN_TEST_POSTGRES_URL).
+if [[ -n "${BLOCKRUN_TEST_POSTGRES_URL:-}" ]]; then
+    free_port() {
+        "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    }
+    wait_port() { # pid port log
+        for _ in $(seq 150); do
+            if ! kill -0 "$1" 2>/dev/null; then
+                echo "inspector-check: a process exited before listening:" >&2
+                cat "$3" >&2
+                exit 1
+            fi
+            if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then
+                return
+            fi
+            sleep 0.1
+        done
+        echo "inspector-check: nothing listens on $2 after 15 s" >&2
+        exit 1
+    }
+    team_db="inspector_$("$PYTHON" -c 'import secrets; print(secrets.token_hex(6))')"
+    team_url="$("$PYTHON" - "$BLOCKRUN_TEST_POSTGRES_URL" "$team_db" <<'PY'
+import sys, psycopg
+from urllib.parse import urlsplit, urlunsplit
+with psycopg.connect(sys.argv[1], autocommit=True) as conn:
+    conn.execute(f'CREATE DATABASE "{sys.argv[2]}"')
+print(urlunsplit(urlsplit(sys.argv[1])._replace(path="/" + sys.argv[2])))
+PY
+)"
+    gateway_port="$(free_port)"
+    "$SERVER" sandbox --port "$gateway_port" >"$work/team-sandbox.log" 2>&1 &
+    team_pids+=($!)
+    wait_port "${team_pids[-1]}" "$gateway_port" "$work/team-sandbox.log"
+    team_token="$("$PYTHON" - "$work/tokens.toml" <<'PY'
+import sys
+from pathlib import Path
+from blockrun_mcp.identities import add_identity
+print(add_identity(Path(sys.argv[1]), "inspector", daily_budget_usd=1.0, max_per_call_usd=None))
+PY
+)"
+    team_port="$(free_port)"
+    team_url_mcp="http://127.0.0.1:$team_port/mcp"
+    echo "inspector-check: a team's server, stateless HTTP over PostgreSQL ($team_url_mcp)"
+    env -u BLOCKRUN_HTTP_TOKEN \
+        BLOCKRUN_API_URL="http://127.0.0.1:$gateway_port/api" \
+        BLOCKRUN_RPC_URL="http://127.0.0.1:$gateway_port/rpc" \
+        BLOCKRUN_WALLET_KEY="0x$("$PYTHON" -c 'import secrets; print(secrets.token_hex(32))')" \
+        BLOCKRUN_LEDGER_URL="$team_url" BLOCKRUN_HTTP_TOKENS_FILE="$work/tokens.toml" \
+        BLOCKRUN_DAILY_BUDGET_USD=1.00 BLOCKRUN_DATA_DIR="$work/team-data" \
+        "$SERVER" serve --transport http --port "$team_port" >"$work/team-server.log" 2>&1 &
+    team_pids+=($!)
+    wait_port "${team_pids[-1]}" "$team_port" "$work/team-server.log"
+    inspect team-list --strict --method tools/list --transport http --server-url "$team_url_mcp" \
+        --header "Authorization: Bearer $team_token"
+    verify team-list list
+    inspect team-call "${ask_args[@]}" --transport http --server-url "$team_url_mcp" \
+        --header "Authorization: Bearer $team_token"
+    verify team-call call
+    if grep -q "$team_token" "$work/team-server.log"; then
+        echo "inspector-check: FAILED: the team server logged a bearer token" >&2
+        exit 1
+    fi
+    echo "  the payment is the identity's, in PostgreSQL: $("$PYTHON" - "$team_url" <<'PY'
+import sys, psycopg
+with psycopg.connect(sys.argv[1]) as conn:
+    rows = conn.execute("SELECT identity, status FROM payments").fetchall()
+assert rows == [("inspector", "settled")], rows
+print(rows)
+PY
+)"
+fi
 echo "inspector-check: ok"

@@ -62,6 +62,7 @@ STILL_COUNTED = (
 # window could still be reorganised away, so wait out a few of them.
 FINALITY_MARGIN_SECONDS = 120
 RECONCILE_INTERVAL_SECONDS = 300.0  # how often a running server looks at its open payments
+RELEASE_INTERVAL_SECONDS = 30.0  # ... and at reservations no process holds (no chain needed)
 # The server's first look, after start-up has settled (the host is waiting for `initialize`).
 FIRST_RECONCILE_DELAY_SECONDS = 20.0
 

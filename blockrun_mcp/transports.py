@@ -59,6 +59,8 @@ def service_for(
                 "rpc_url": gateway.rpc_url,  # its chain: balances and used nonces, as settled
                 "data_dir": config.data_dir / "sandbox",
                 "output_dir": config.output_dir / "sandbox",
+                # Never the team's PostgreSQL ledger: pretend money in a real ledger would count.
+                "ledger_url": None,
             }
         )
         options = ServiceOptions(

@@ -261,3 +261,47 @@ async def test_identities_on_one_sqlite_server_keep_session_budgets_too(sandbox,
         assert [row.identity for row in ledger.payments()] == ["alice"]
     finally:
         ledger.close()
+
+
+async def test_a_running_server_releases_what_ended_processes_reserved(
+    sandbox, tmp_path, monkeypatch
+):
+    """The server's own periodic pass (no restart, no command) releases a reservation whose
+    process is gone, every RELEASE_INTERVAL_SECONDS; signed payments wait for the chain."""
+    from blockrun_mcp import payments
+    from tests.support.cli import dead_pid
+
+    monkeypatch.setattr(payments, "FIRST_RECONCILE_DELAY_SECONDS", 0.0)
+    monkeypatch.setattr(payments, "RELEASE_INTERVAL_SECONDS", 0.05)
+    service, _ = make_service(tmp_path, sandbox)
+    ledger = service.ledger
+    async with anyio.create_task_group() as group:
+        group.start_soon(service.reconcile_periodically)
+        await anyio.sleep(0.2)  # its first passes find nothing
+        gone = ledger.reserve(
+            session="s",
+            tool="ask_model",
+            model=OPUS,
+            amount_atomic=900,
+            network="base",
+            session_limit_atomic=None,
+            daily_limit_atomic=None,
+        )
+        ledger.store.run("UPDATE payments SET pid = ? WHERE id = ?", (dead_pid(), gone))
+        held = ledger.reserve(
+            session="s",
+            tool="ask_model",
+            model=OPUS,
+            amount_atomic=100,
+            network="base",
+            session_limit_atomic=None,
+            daily_limit_atomic=None,
+        )
+        with anyio.fail_after(10):
+            while ledger.payment(gone).status == "reserved":
+                await anyio.sleep(0.05)
+        group.cancel_scope.cancel()
+    assert ledger.payment(gone).status == "released"
+    assert ledger.payment(held).status == "reserved"  # a call of this process holds it
+    assert ledger.day_spent_atomic() == 100
+    await service.aclose()

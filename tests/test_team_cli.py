@@ -264,3 +264,15 @@ def test_the_tokens_file_default_is_in_the_data_dir(tmp_path, monkeypatch, capsy
     assert code == 0, err
     assert str(Path(env["BLOCKRUN_DATA_DIR"]) / "tokens.toml") in out
     assert [i.name for i in read_file(Path(env["BLOCKRUN_DATA_DIR"]) / "tokens.toml")] == ["carol"]
+
+
+def test_the_sandbox_never_books_pretend_money_in_the_teams_ledger(tmp_path, fresh_database):
+    from blockrun_mcp.transports import service_for
+
+    config = load_config({"HOME": str(tmp_path), "BLOCKRUN_LEDGER_URL": fresh_database})
+    with service_for(config, sandbox=True) as service:
+        assert service.config.ledger_url is None
+        assert service.ledger.store.kind == "sqlite"
+        assert service.config.data_dir == config.data_dir / "sandbox"
+    with psycopg.connect(fresh_database) as conn:  # not even migrated: never opened
+        assert conn.execute("SELECT to_regclass('payments')").fetchone()[0] is None

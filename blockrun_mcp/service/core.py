@@ -227,23 +227,33 @@ class BlockrunService:
             )
 
     async def reconcile_periodically(self) -> None:
-        """The server's own pass over open payments, for as long as it runs. Never raises: a
-        chain that cannot be read only leaves the payments counted, as the rule says."""
-        from blockrun_mcp.payments import FIRST_RECONCILE_DELAY_SECONDS, RECONCILE_INTERVAL_SECONDS
+        """The server's own passes over open payments, for as long as it runs. Never raises: a
+        chain that cannot be read only leaves the payments counted, as the rule says.
+
+        Every RELEASE_INTERVAL_SECONDS: reservations that no process holds any more (a team's
+        instance that died, a release that failed) are released, once, by whoever looks first;
+        a local query, so often. Every RECONCILE_INTERVAL_SECONDS: the chain is asked about
+        signed payments."""
+        from blockrun_mcp.payments import (
+            FIRST_RECONCILE_DELAY_SECONDS,
+            RECONCILE_INTERVAL_SECONDS,
+            RELEASE_INTERVAL_SECONDS,
+        )
 
         await anyio.sleep(FIRST_RECONCILE_DELAY_SECONDS)
+        next_reconcile = 0.0
         while True:
             try:
-                # Reservations of processes (a team's instances) that died before signing: any
-                # survivor releases them, once.
                 # (On the event loop, as every ledger call: SQLite's one connection is not
                 # shared across threads within a transaction.)
                 released = self.ledger.release_abandoned_reservations()
                 if released:
-                    log.info("released %d reservation(s) of ended processes", released)
-                outcome = await self.reconcile()
-                if outcome.chain_error:
-                    log.warning("reconciling payments: %s", outcome.chain_error)
+                    log.info("released %d reservation(s) no process holds", released)
+                if time.monotonic() >= next_reconcile:
+                    next_reconcile = time.monotonic() + RECONCILE_INTERVAL_SECONDS
+                    outcome = await self.reconcile()
+                    if outcome.chain_error:
+                        log.warning("reconciling payments: %s", outcome.chain_error)
             except Exception:
                 log.exception("reconciling payments failed")
-            await anyio.sleep(RECONCILE_INTERVAL_SECONDS)
+            await anyio.sleep(RELEASE_INTERVAL_SECONDS)
