@@ -13,6 +13,7 @@ from tests.support.postgres import (  # noqa: F401 (fixtures: a real PostgreSQL 
     postgres_server,
     postgres_url,
     restart_postgres,
+    restartable_postgres_server,
     within_one_utc_day,
 )
 from tests.support.stores import (  # noqa: F401 (fixtures: each ledger test on both stores)

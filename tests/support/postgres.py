@@ -218,19 +218,37 @@ def postgres_url(postgres_server: PostgresServer) -> str:
     return postgres_server.url
 
 
+@pytest.fixture(scope="session")
+def restartable_postgres_server() -> Iterator[PostgresServer]:
+    """A server of this test process's own, for the tests that restart it: a restart cuts every
+    connection to its server, and the shared one serves the other pytest-xdist worker's tests
+    at the same moment. Started on first use, stopped when the session ends."""
+    server = start_server()
+    try:
+        wait_until_ready(server.url, timeout=30)
+        yield server
+    finally:
+        stop_server(server)
+
+
 @pytest.fixture
-def fresh_database(postgres_url: str) -> Iterator[str]:
-    """The URL of a new, empty database of its own, dropped after the test."""
-    with new_database(postgres_url) as url:
+def fresh_database(request: pytest.FixtureRequest, postgres_url: str) -> Iterator[str]:
+    """The URL of a new, empty database of its own, dropped after the test; on the restartable
+    server when the test also asks for `restart_postgres`."""
+    server_url = postgres_url
+    if "restart_postgres" in request.fixturenames:
+        server_url = request.getfixturevalue("restartable_postgres_server").url
+    with new_database(server_url) as url:
         yield url
 
 
 @pytest.fixture
-def restart_postgres(postgres_server: PostgresServer) -> Callable[[], None]:
-    """`restart_postgres()` restarts the server in place and returns once it is back."""
+def restart_postgres(restartable_postgres_server: PostgresServer) -> Callable[[], None]:
+    """`restart_postgres()` restarts the test's server (the one its `fresh_database` is on) in
+    place and returns once it is back."""
 
     def restart() -> None:
-        restart_server(postgres_server)
+        restart_server(restartable_postgres_server)
 
     return restart
 
