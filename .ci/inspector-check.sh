@@ -90,6 +90,27 @@ else:
 PY
 }
 
+free_port() {
+    "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Returns once something listens on port $2; fails with log $3 if process $1 exits first.
+wait_port() {
+    for _ in $(seq 150); do
+        if ! kill -0 "$1" 2>/dev/null; then
+            echo "inspector-check: a process exited before listening:" >&2
+            cat "$3" >&2
+            exit 1
+        fi
+        if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then
+            return
+        fi
+        sleep 0.1
+    done
+    echo "inspector-check: nothing listens on $2 after 15 s" >&2
+    exit 1
+}
+
 ask_args=(--method tools/call --tool-name ask_model
     --tool-arg "prompt=Say hello to the MCP Inspector" --tool-arg model=openai/gpt-5-mini
     --tool-arg max_tokens=64)
@@ -100,24 +121,14 @@ verify stdio-list list
 inspect stdio-call "${ask_args[@]}" -- "$SERVER" serve --sandbox
 verify stdio-call call
 
-port="$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+port="$(free_port)"
 token="$("$PYTHON" -c 'import secrets; print(secrets.token_hex(24))')"
 url="http://127.0.0.1:$port/mcp"
 echo "inspector-check: Streamable HTTP with a bearer token ($url)"
 BLOCKRUN_HTTP_TOKEN="$token" "$SERVER" serve --transport http --port "$port" --sandbox \
     >"$work/server.log" 2>&1 &
 server_pid=$!
-for _ in $(seq 100); do
-    if ! kill -0 "$server_pid" 2>/dev/null; then
-        echo "inspector-check: the HTTP server exited:" >&2
-        cat "$work/server.log" >&2
-        exit 1
-    fi
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        break
-    fi
-    sleep 0.1
-done
+wait_port "$server_pid" "$port" "$work/server.log"
 
 inspect http-list --strict --method tools/list --transport http --server-url "$url" \
     --header "Authorization: Bearer $token"
@@ -143,24 +154,6 @@ echo "  without the token: refused (401), as it should be"
 # token from a tokens file, against a sandbox gateway of its own. Needs the test PostgreSQL that
 # .ci/run starts (BLOCKRUN_TEST_POSTGRES_URL).
 if [[ -n "${BLOCKRUN_TEST_POSTGRES_URL:-}" ]]; then
-    free_port() {
-        "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-    }
-    wait_port() { # pid port log
-        for _ in $(seq 150); do
-            if ! kill -0 "$1" 2>/dev/null; then
-                echo "inspector-check: a process exited before listening:" >&2
-                cat "$3" >&2
-                exit 1
-            fi
-            if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then
-                return
-            fi
-            sleep 0.1
-        done
-        echo "inspector-check: nothing listens on $2 after 15 s" >&2
-        exit 1
-    }
     team_db="inspector_$("$PYTHON" -c 'import secrets; print(secrets.token_hex(6))')"
     team_url="$("$PYTHON" - "$BLOCKRUN_TEST_POSTGRES_URL" "$team_db" <<'PY'
 import sys, psycopg

@@ -618,7 +618,8 @@ def _token(args: argparse.Namespace) -> None:
                 return
             print(f"{len(identities)} identit{'y' if len(identities) == 1 else 'ies'} in {path}:")
             for identity in identities:
-                print(f"  {identity.name:<24} {_budget_words(identity)}")
+                words = _budget_words(identity.daily_budget_usd, identity.max_per_call_usd)
+                print(f"  {identity.name:<24} {words}")
             return
         made = add_identity(
             path,
@@ -630,11 +631,9 @@ def _token(args: argparse.Namespace) -> None:
         _fail(exc.message, 1)
     except OSError as exc:
         _fail(f"cannot write {path} ({exc.strerror or exc})", 1)
-    from blockrun_mcp.identities import Identity
-
-    added = Identity(args.name, "", args.daily_budget, args.max_per_call)
     print(
-        f"Added {args.name} to {path} ({_budget_words(added)}).\n"
+        f"Added {args.name} to {path} "
+        f"({_budget_words(args.daily_budget, args.max_per_call)}).\n"
         "Its token, shown this once (the file keeps only its SHA-256):\n\n"
         f"  {made}\n\n"
         "Give it to that person; their host connects with, e.g. (Claude Code):\n"
@@ -649,16 +648,16 @@ def _token(args: argparse.Namespace) -> None:
     )
 
 
-def _budget_words(identity: Any) -> str:
+def _budget_words(daily_budget_usd: float | None, max_per_call_usd: float | None) -> str:
     daily = (
         "no daily budget of its own"
-        if identity.daily_budget_usd is None
-        else f"${identity.daily_budget_usd:.2f} a day"
+        if daily_budget_usd is None
+        else f"${daily_budget_usd:.2f} a day"
     )
     per_call = (
         "per call as BLOCKRUN_MAX_PER_CALL_USD"
-        if identity.max_per_call_usd is None
-        else f"at most ${identity.max_per_call_usd:.2f} a call"
+        if max_per_call_usd is None
+        else f"at most ${max_per_call_usd:.2f} a call"
     )
     return f"{daily}, {per_call}"
 

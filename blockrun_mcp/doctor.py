@@ -418,16 +418,10 @@ def _shared_ledger(config: Config, checks: list[Check]) -> None:
             )
         ledger = Ledger(store)
         payments = ledger.payments()
-        pending = [row for row in payments if row.status == "signed"]
         detail = (
             f"{shown(url)}: PostgreSQL, schema version {version}, clock skew {skew:+.2f} s, "
             f"{len(payments)} payment(s)"
-        )
-        if pending:
-            from blockrun_mcp.money import usd_text
-
-            amount = usd_text(sum(row.amount_atomic for row in pending))
-            detail += f"; {len(pending)} signed with the outcome unknown ({amount}, counted)"
+        ) + _pending_detail(payments)
         checks.append(Check("ledger", OK, detail))
         _payees(payments, config, checks)
     except BlockrunError as exc:
@@ -492,7 +486,6 @@ def _ledger(path: Path, config: Config, checks: list[Check]) -> None:
 
     mode = stat.S_IMODE(path.stat().st_mode)
     try:
-        from blockrun_mcp.money import usd_text
         from blockrun_mcp.reports import read_payments
 
         payments = read_payments(path)
@@ -515,16 +508,24 @@ def _ledger(path: Path, config: Config, checks: list[Check]) -> None:
             )
         )
         return
-    pending = [row for row in payments if row.status == "signed"]
-    detail = f"{path} holds {count} payment(s)"
-    if pending:
-        amount = usd_text(sum(row.amount_atomic for row in pending))
-        detail += (
-            f"; {len(pending)} signed with the outcome unknown ({amount}, counted as spent "
-            "until settled or expired unused: `blockrun-mcp spend` says why each is pending)"
-        )
-    checks.append(Check("ledger", OK, detail))
+    checks.append(
+        Check("ledger", OK, f"{path} holds {count} payment(s)" + _pending_detail(payments))
+    )
     _payees(payments, config, checks)
+
+
+def _pending_detail(payments: list[PaymentRow]) -> str:
+    """What the ledger holds signed with the outcome unknown, for either store's line."""
+    from blockrun_mcp.money import usd_text
+
+    pending = [row for row in payments if row.status == "signed"]
+    if not pending:
+        return ""
+    amount = usd_text(sum(row.amount_atomic for row in pending))
+    return (
+        f"; {len(pending)} signed with the outcome unknown ({amount}, counted as spent "
+        "until settled or expired unused: `blockrun-mcp spend` says why each is pending)"
+    )
 
 
 def _payees(payments: list[PaymentRow], config: Config, checks: list[Check]) -> None:

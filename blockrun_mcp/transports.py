@@ -130,8 +130,9 @@ def identities_of(config: Config) -> Identities:
         raise ConfigError(exc.message) from None
 
 
-def check_http_binding(host: str, config: Config) -> None:
-    """Only where HTTP is served: a stdio server never reads BLOCKRUN_HTTP_TOKEN."""
+def check_http_binding(host: str, config: Config) -> Identities:
+    """Only where HTTP is served: a stdio server never reads BLOCKRUN_HTTP_TOKEN. Returns the
+    identities it checked, so the server is built on the same ones."""
     token = config.http_token.get_secret_value() if config.http_token else ""
     if token and len(token) < MIN_TOKEN_CHARS:
         raise ConfigError(
@@ -152,18 +153,27 @@ def check_http_binding(host: str, config: Config) -> None:
             f"Refusing to serve HTTP on {host} without a token: anyone who can reach it could spend "
             "your USDC. Set BLOCKRUN_HTTP_TOKEN to a long random secret, or bind 127.0.0.1."
         )
+    return identities
 
 
-def http_app(service: BlockrunService, host: str, config: Config, port: int | None = None) -> Any:
+def http_app(
+    service: BlockrunService,
+    host: str,
+    config: Config,
+    port: int | None = None,
+    identities: Identities | None = None,
+) -> Any:
     """The Starlette app. With `port`, Host and Origin must name exactly this server: a web
-    page served from another local port is another origin, and is refused like any other."""
+    page served from another local port is another origin, and is refused like any other.
+    `identities`: those check_http_binding read (else read here)."""
     from mcp.server.transport_security import TransportSecuritySettings
 
     from blockrun_mcp.server import build_server
     from blockrun_mcp.sessions import IssuedSessions, SessionWatch
 
     sessions = IssuedSessions(on_forget=lambda session_id: service.forget_session(session_id))
-    identities = identities_of(config)
+    if identities is None:
+        identities = identities_of(config)
     mcp = build_server(service, sessions=sessions, identities=identities)
     security = None
     if is_loopback(host) and port:  # port 0 (any free port) cannot be pinned
@@ -201,7 +211,7 @@ def http_app(service: BlockrunService, host: str, config: Config, port: int | No
 async def serve_http(service: BlockrunService, host: str, port: int, config: Config) -> None:
     import uvicorn
 
-    check_http_binding(host, config)
+    identities = check_http_binding(host, config)
     # A long-running server loads the wallet (and eth-account, a second or more to import) now,
     # not in its first paid call, which would hold up every other request meanwhile. (stdio
     # keeps its fast start: a host waits for it.)
@@ -211,9 +221,8 @@ async def serve_http(service: BlockrunService, host: str, port: int, config: Con
 
     with contextlib.suppress(BlockrunError):  # no wallet: free models still work
         service.wallet()
-    app = http_app(service, host, config, port)
+    app = http_app(service, host, config, port, identities)
     shown = f"[{host}]" if ":" in host else host
-    identities = identities_of(config)
     auth = (
         f"bearer token required, {len(identities)} identit{'y' if len(identities) == 1 else 'ies'}"
         if identities

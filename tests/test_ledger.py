@@ -13,6 +13,7 @@ import sqlite3
 import pytest
 
 from blockrun_mcp.ledger import ABANDONED_NOTE, Ledger, LimitExceeded, VideoJobRow, utc_day
+from tests.support.stores import reserve
 
 # The same random walks on both stores, shorter on PostgreSQL, where every check is a few round
 # trips to the server: the SQL is the same, what may differ is the dialect, and a short walk
@@ -25,18 +26,6 @@ def sums(ledger: Ledger, session: str) -> tuple[int, int]:
     return (
         ledger.counted_by_sum("session = ?", (session,)),
         ledger.counted_by_sum("day = ?", (utc_day(),)),
-    )
-
-
-def reserve(ledger: Ledger, amount_atomic: int, session: str = "s", **limits) -> int:
-    limits = {"session_limit_atomic": None, "daily_limit_atomic": None, **limits}
-    return ledger.reserve(
-        session=session,
-        tool="ask_model",
-        model="m",
-        amount_atomic=amount_atomic,
-        network="eip155:8453",
-        **limits,
     )
 
 

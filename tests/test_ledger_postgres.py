@@ -30,6 +30,7 @@ from blockrun_mcp.ledger_postgres import (
     StoreUnavailable,
     shown,
 )
+from tests.support.stores import reserve
 
 PASSWORD = "hunter2-Ledger-Secret"
 
@@ -39,18 +40,6 @@ def with_password(url: str, password: str = PASSWORD) -> str:
     parts = urlsplit(url)
     netloc = f"{parts.username}:{password}@{parts.netloc.rpartition('@')[2]}"
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def reserve(ledger: Ledger, amount_atomic: int, session: str = "s", **limits) -> int:
-    limits = {"session_limit_atomic": None, "daily_limit_atomic": None, **limits}
-    return ledger.reserve(
-        session=session,
-        tool="ask_model",
-        model="m",
-        amount_atomic=amount_atomic,
-        network="eip155:8453",
-        **limits,
-    )
 
 
 def versions(url: str) -> list[int]:

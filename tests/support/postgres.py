@@ -192,6 +192,17 @@ def new_database(url: str) -> Iterator[str]:
             )
 
 
+@contextmanager
+def own_server() -> Iterator[PostgresServer]:
+    """A server started here (`.ci/postgres.sh start`), ready, and stopped afterwards."""
+    server = start_server()
+    try:
+        wait_until_ready(server.url, timeout=30)
+        yield server
+    finally:
+        stop_server(server)
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """The test session's PostgreSQL server: CI's (`BLOCKRUN_TEST_POSTGRES_URL`), else one started
@@ -204,12 +215,8 @@ def postgres_server() -> Iterator[PostgresServer]:
             pytest.fail(f"{URL_VARIABLE} is set, but {error}", pytrace=False)
         yield server
         return
-    server = start_server()
-    try:
-        wait_until_ready(server.url, timeout=30)
+    with own_server() as server:
         yield server
-    finally:
-        stop_server(server)
 
 
 @pytest.fixture(scope="session")
@@ -223,12 +230,8 @@ def restartable_postgres_server() -> Iterator[PostgresServer]:
     """A server of this test process's own, for the tests that restart it: a restart cuts every
     connection to its server, and the shared one serves the other pytest-xdist worker's tests
     at the same moment. Started on first use, stopped when the session ends."""
-    server = start_server()
-    try:
-        wait_until_ready(server.url, timeout=30)
+    with own_server() as server:
         yield server
-    finally:
-        stop_server(server)
 
 
 @pytest.fixture

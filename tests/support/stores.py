@@ -39,6 +39,19 @@ STORES = ("sqlite", "postgresql")
 GONE_INSTANCE = "gone-host-0-00000000"
 
 
+def reserve(ledger: Ledger, amount_atomic: int, session: str = "s", **limits: int | None) -> int:
+    """A reservation with no limits but those given (the ledger suites' shorthand)."""
+    limits = {"session_limit_atomic": None, "daily_limit_atomic": None, **limits}
+    return ledger.reserve(
+        session=session,
+        tool="ask_model",
+        model="m",
+        amount_atomic=amount_atomic,
+        network="eip155:8453",
+        **limits,
+    )
+
+
 class LedgerDatabases:
     """Databases for ledgers, each lent to one test at a time and emptied when it is given back;
     all dropped at the end of the session."""
