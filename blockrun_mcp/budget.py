@@ -135,6 +135,9 @@ class SessionBudget:
     def remaining_usd(self) -> float:
         return self.status().budget_remaining_usd
 
+    def remaining_atomic(self) -> int:
+        return usd_to_atomic(self.status().budget_remaining_usd)
+
     # --- checks and reservations ----------------------------------------------------------
 
     def check_quote(self, amount_atomic: int, estimate_usd: float | None) -> None:

@@ -34,7 +34,14 @@ from blockrun_mcp.gateway_models import (
     VideoStatus,
 )
 from blockrun_mcp.x402.errors import PaidRequestFailed, PaymentError
-from blockrun_mcp.x402.payer import MAX_BODY_BYTES, Approve, PaidResponse, X402Payer, read_body
+from blockrun_mcp.x402.payer import (
+    MAX_BODY_BYTES,
+    Approve,
+    PaidResponse,
+    PaymentHold,
+    X402Payer,
+    read_body,
+)
 from blockrun_mcp.x402.signer import SignedPayment
 
 if TYPE_CHECKING:
@@ -310,16 +317,17 @@ class GatewayClient:
             payment=paid.payment,
         )
 
-    async def poll_video(self, job: VideoJob) -> VideoStatus:
+    async def poll_video(self, job: VideoJob, hold: PaymentHold | None = None) -> VideoStatus:
         """One poll, carrying the job's payment header. 504 answers as still in progress.
 
         The status carries the poll's receipt: the first completed poll is where the gateway
-        settles, which the caller books.
+        settles, which the caller books. What the gateway claims about the payment on a poll
+        (PAYMENT_INVALID, PAYMENT_UNFUNDED) is recorded on `hold`, the job's payment.
         """
         if self.payer is None:
             raise GatewayError("No wallet is configured, so a paid job cannot be polled.")
         request = self.http.build_request("GET", job.poll_url)
-        paid = await self.payer.resend(self.http, request, job.payment)
+        paid = await self.payer.resend(self.http, request, job.payment, hold)
         response = paid.response
         if response.status_code == 504:
             return VideoStatus(id=job.id, status="in_progress")
@@ -355,6 +363,7 @@ class GatewayClient:
         on_poll: Callable[[VideoStatus, int], Awaitable[None]] | None = None,
         interval: float = VIDEO_POLL_INTERVAL_SECONDS,
         poll_timeout: float = POLL_TIMEOUT_SECONDS,
+        hold: PaymentHold | None = None,
     ) -> VideoStatus:
         """Poll until completed, failed, or `deadline` (unix time) passes; returns the last status.
 
@@ -366,7 +375,7 @@ class GatewayClient:
         while True:
             try:
                 with anyio.fail_after(poll_timeout):
-                    status = await self.poll_video(job)
+                    status = await self.poll_video(job, hold)
                 failures = 0
             except (GatewayError, PaidRequestFailed, TimeoutError) as exc:
                 transient = not isinstance(exc, GatewayError) or (exc.status or 0) >= 500

@@ -108,6 +108,9 @@ class VideoJobRow:
 
 
 _IN_FLIGHT: dict[str, set[int]] = {}
+# Settlements a call received but could not book (the store failed at that moment), per store:
+# payment id -> (settled amount, transaction, note). Retried by `book_unbooked_settlements`.
+_UNBOOKED: dict[str, dict[int, tuple[int, str | None, str]]] = {}
 
 
 class StoreUnavailable(BlockrunError):
@@ -181,6 +184,7 @@ class Ledger:
         # Reservations a call of this process still holds; shared by every Ledger of this
         # process on the same store (a SQLite file's owner is the pid, not the Ledger).
         self._in_flight = _IN_FLIGHT.setdefault(store.where, set())
+        self._unbooked = _UNBOOKED.setdefault(store.where, {})
         if not store.read_only:
             self.release_abandoned_reservations()
 
@@ -339,6 +343,36 @@ class Ledger:
             )
             == 1
         )
+
+    def settle_later(
+        self, payment_id: int, settled_atomic: int, tx_hash: str | None, note: str = ""
+    ) -> None:
+        """A settlement whose booking failed: kept in memory and booked by the next pass. Until
+        then the payment is still signed in the ledger, so it counts its full amount (safe); if
+        this process ends first, the chain's reconciliation books it."""
+        self._unbooked[payment_id] = (settled_atomic, tx_hash, note)
+
+    @property
+    def unbooked_settlements(self) -> int:
+        return len(self._unbooked)
+
+    def book_unbooked_settlements(self) -> int:
+        """Book the settlements `settle_later` kept; how many were booked. One that still cannot
+        be booked stays for the next pass (the store's error is raised after the others)."""
+        booked = 0
+        failure: Exception | None = None
+        for payment_id, (settled_atomic, tx_hash, note) in list(self._unbooked.items()):
+            try:
+                self.mark_settled(payment_id, settled_atomic, tx_hash, note=note)
+            except Exception as exc:
+                failure = exc
+                continue
+            # Booked now, or booked by someone else meanwhile (the chain's pass): done either way.
+            del self._unbooked[payment_id]
+            booked += 1
+        if failure is not None:
+            raise failure
+        return booked
 
     def mark_released(self, payment_id: int, note: str) -> bool:
         """Release an open payment; False if it was no longer open."""

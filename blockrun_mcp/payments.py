@@ -74,6 +74,8 @@ def when(timestamp: float) -> str:
 # Asks the person to approve a payment before it is signed: True to go on, False if declined.
 # Raises ApprovalUnavailable when the client cannot ask anyone.
 Confirm = Callable[[str], Awaitable[bool]]
+# What is left of the budget, in atomic units, read when a question needs it.
+Remaining = Callable[[], int]
 
 
 class ApprovalUnavailable(BlockrunError):
@@ -98,8 +100,9 @@ class Approval:
     def needed(self, amount_atomic: int) -> bool:
         return self.threshold_usd is not None and amount_atomic > usd_to_atomic(self.threshold_usd)
 
-    async def ask(self, amount_atomic: int, what: str, remaining_usd: float) -> None:
-        """Returns when approved; PaymentRefused when declined; never signs without a yes."""
+    async def ask(self, amount_atomic: int, what: str, remaining: Remaining) -> None:
+        """Returns when approved; PaymentRefused when declined; never signs without a yes.
+        `remaining` is read only when the person is asked (a ledger read per paid call saved)."""
         if not self.needed(amount_atomic):
             return
         assert self.threshold_usd is not None
@@ -107,7 +110,7 @@ class Approval:
             raise ApprovalUnavailable(self.threshold_usd, amount_atomic)
         message = (
             f"Pay {usd_text(amount_atomic)} in USDC for {what}? "
-            f"${remaining_usd:.6f} of the budget is left before it."
+            f"{usd_text(remaining())} of the budget is left before it."
         )
         if not await self.confirm(message):
             raise PaymentRefused(
@@ -116,6 +119,38 @@ class Approval:
 
 
 NO_APPROVAL = Approval(None, None)
+
+
+class FollowUpApproval(Approval):
+    """A payment after others that were approved as one sum (a consult's synthesis, after its
+    members): the sum the person approved covers it; past that sum, the whole is above what
+    they said yes to, so they are asked again (or, with no way to ask, it is refused)."""
+
+    def __init__(self, approval: Approval, *, spent_atomic: int, approved_atomic: int) -> None:
+        super().__init__(approval.threshold_usd, approval.confirm)
+        self.spent_atomic = spent_atomic  # what the earlier payments cost
+        self.approved_atomic = approved_atomic  # what the person (or the threshold) allowed
+
+    def needed(self, amount_atomic: int) -> bool:
+        total = self.spent_atomic + amount_atomic
+        return super().needed(total) and total > self.approved_atomic
+
+    async def ask(self, amount_atomic: int, what: str, remaining: Remaining) -> None:
+        if not self.needed(amount_atomic):
+            return
+        total = self.spent_atomic + amount_atomic
+        assert self.threshold_usd is not None
+        if self.confirm is None:
+            raise ApprovalUnavailable(self.threshold_usd, total)
+        message = (
+            f"Pay {usd_text(amount_atomic)} more in USDC for {what}? With it the call costs "
+            f"{usd_text(total)}, above the {usd_text(self.approved_atomic)} approved. "
+            f"{usd_text(remaining())} of the budget is left before it."
+        )
+        if not await self.confirm(message):
+            raise PaymentRefused(
+                f"you declined to pay {usd_text(amount_atomic)} more for {what}", limit="declined"
+            )
 
 
 class ReservationLost(BlockrunError):
@@ -145,6 +180,8 @@ class LedgerHold:
         self.settled_here = False  # settled by this process's call, not found settled
         self.released = False
         self.tx_hash: str | None = None
+        # Why the settlement this call received is not in the ledger yet (it is retried).
+        self.unbooked: str | None = None
 
     @classmethod
     def of_row(cls, ledger: Ledger, row: PaymentRow) -> LedgerHold:
@@ -178,16 +215,41 @@ class LedgerHold:
             log.warning("payment %s: %s", self.payment_id, note)
         if receipt is not None and receipt.transaction:
             self.tx_hash = receipt.transaction[:100]
-        self.settled = self.settled_here = True
-        self.ledger.mark_settled(self.payment_id, self.amount_atomic, self.tx_hash, note=note)
+        self.book_settled(note)
+
+    def book_settled(self, note: str = "") -> None:
+        """Book the settlement; memory follows the database, never leads it. A store that fails
+        (the ledger down for a moment) must not cost the person the answer they paid for: the
+        payment stays signed, so still counted in full, and the booking is retried by the
+        server's next pass over the ledger (`Ledger.book_unbooked_settlements`)."""
+        try:
+            booked = self.ledger.mark_settled(
+                self.payment_id, self.amount_atomic, self.tx_hash, note=note
+            )
+        except Exception as exc:  # the store's failure, whatever its kind: the money is safe
+            self.unbooked = f"{type(exc).__name__}: {str(exc)[:200]}"
+            self.ledger.settle_later(self.payment_id, self.amount_atomic, self.tx_hash, note)
+            log.warning("payment %s settled; booking it failed (%s)", self.payment_id, exc)
+            return
+        self.unbooked = None
+        if booked:
+            self.settled = self.settled_here = True
+            return
+        # No longer open: another process (a reconciler, a team's instance) booked it first.
+        row = self.ledger.payment(self.payment_id)
+        self.settled = row is not None and row.status == "settled"
+        self.released = row is not None and row.status == "released"
 
     async def record_claim(self, claim: str) -> None:
         self.ledger.add_note(self.payment_id, claim)
 
     async def release(self, reason: str) -> None:
         """Only for a payment never signed, or whose signature never left (rules 1 and 3)."""
-        self.released = True
-        self.ledger.mark_released(self.payment_id, reason)
+        if self.ledger.mark_released(self.payment_id, reason):
+            self.released = True
+            return
+        row = self.ledger.payment(self.payment_id)  # released meanwhile by another pass?
+        self.released = row is not None and row.status == "released"
 
     @property
     def is_open(self) -> bool:
@@ -239,7 +301,7 @@ class PaidCall:
                 limit="max_cost_usd",
             )
         await self.approval.ask(
-            quote.amount_atomic, f"{self.model} ({self.tool})", self.budget.remaining_usd()
+            quote.amount_atomic, f"{self.model} ({self.tool})", self.budget.remaining_atomic
         )
         return self.reserve(quote)
 
@@ -253,9 +315,13 @@ class PaidCall:
     # --- what the call reports --------------------------------------------------------------
 
     @property
-    def cost_usd(self) -> float:
+    def cost_atomic(self) -> int:
         """What this call paid: every payment signed and not released, settled or still open."""
-        return atomic_to_usd(sum(h.amount_atomic for h in self.holds if h.nonce and not h.released))
+        return sum(h.amount_atomic for h in self.holds if h.nonce and not h.released)
+
+    @property
+    def cost_usd(self) -> float:
+        return atomic_to_usd(self.cost_atomic)
 
     @property
     def settled_usd(self) -> float:
@@ -284,6 +350,16 @@ class PaidCall:
         if moved is True:
             return f"Its payment of {usd_text(self._amount(settled=True))} settled: it is counted as spent."
         return f"Its payment of {usd_text(self._amount(settled=False))} was signed. {STILL_COUNTED}"
+
+    def booking_note(self) -> str | None:
+        """For a result: a settlement that arrived but is not in the ledger yet."""
+        unbooked = [hold.unbooked for hold in self.holds if hold.unbooked]
+        if not unbooked:
+            return None
+        return (
+            f"The payment settled, but the ledger could not book it just now ({unbooked[0]}); "
+            "it stays counted as spent and the booking is retried."
+        )
 
     def _amount(self, *, settled: bool) -> int:
         holds = [h for h in self.holds if (h.settled if settled else h.is_open)]
@@ -474,7 +550,8 @@ class Consult:
                 limit=limit,
             )
         models = ", ".join(self.calls[i].model for i in sorted(self.quotes))
-        await self.approval.ask(total, f"a consult of {models}", status.budget_remaining_usd)
+        left = usd_to_atomic(status.budget_remaining_usd)
+        await self.approval.ask(total, f"a consult of {models}", lambda: left)
 
 
 class ConsultRefused(PaymentRefused):

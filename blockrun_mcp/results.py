@@ -26,7 +26,7 @@ class AskResult(BaseModel):
     usage: Usage
     cost_usd: float
     budget_remaining_usd: float
-    thread_id: str = Field(description="continue with it")
+    thread_id: str | None = Field(description="continue with it (null: the turn was not saved)")
     files: list[FileSent] = []
     transaction: str | None = Field(None, description="settlement tx hash")
     note: str | None = None
@@ -138,6 +138,7 @@ class ConsultAnswer(BaseModel):
     cost_usd: float
     thread_id: str | None = None
     error: str | None = None
+    note: str | None = None  # the answer is here, but its booking or thread turn is not (yet)
 
 
 # Its own type, not ConsultAnswer again, so that the schema stays inline (no $ref).
@@ -147,6 +148,7 @@ class Synthesis(BaseModel):
     cost_usd: float
     thread_id: str | None = None
     error: str | None = None
+    note: str | None = None
 
 
 class ConsultResult(BaseModel):

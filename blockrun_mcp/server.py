@@ -15,6 +15,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 
 from blockrun_mcp import __version__
+from blockrun_mcp.errors import BlockrunError
 from blockrun_mcp.identities import Identities
 from blockrun_mcp.ledger import DEFAULT_IDENTITY
 from blockrun_mcp.payments import Confirm
@@ -30,7 +31,7 @@ from blockrun_mcp.results import (
     WalletResult,
 )
 from blockrun_mcp.schemas import compact, inline_single_refs, without_required
-from blockrun_mcp.service import BlockrunService, ToolFailure
+from blockrun_mcp.service import BlockrunService
 from blockrun_mcp.service.caller import Caller
 from blockrun_mcp.sessions import IssuedSessions
 from blockrun_mcp.tool_arguments import ToolParameters
@@ -256,7 +257,7 @@ def build_server(
     async def run(call: Any) -> CallToolResult:
         try:
             return _ok(await call)
-        except ToolFailure as failure:
+        except BlockrunError as failure:
             return _error(failure.message)
 
     @mcp.tool(
@@ -277,7 +278,7 @@ def build_server(
     ) -> Annotated[CallToolResult, AskResult]:
         try:
             budget = budget_of(ctx)
-        except ToolFailure as failure:
+        except BlockrunError as failure:
             return _error(failure.message)
         caller = await caller_of(ctx, files=bool(files))
         return await run(
@@ -314,7 +315,7 @@ def build_server(
     ) -> Annotated[CallToolResult, ConsultResult]:
         try:
             budget = budget_of(ctx)
-        except ToolFailure as failure:
+        except BlockrunError as failure:
             return _error(failure.message)
         caller = await caller_of(ctx, files=bool(files))
         return await run(
@@ -378,7 +379,7 @@ def build_server(
     ) -> Annotated[CallToolResult, ImageResult]:
         try:
             budget = budget_of(ctx)
-        except ToolFailure as failure:
+        except BlockrunError as failure:
             return _error(failure.message)
         return await run(service.images.generate(budget, prompt, model, size, await caller_of(ctx)))
 
@@ -396,7 +397,7 @@ def build_server(
     ) -> Annotated[CallToolResult, VideoResult]:
         try:
             budget = budget_of(ctx)
-        except ToolFailure as failure:
+        except BlockrunError as failure:
             return _error(failure.message)
         return await run(
             service.video.generate(
@@ -413,7 +414,7 @@ def build_server(
     ) -> Annotated[CallToolResult, BudgetResult]:
         try:
             return _ok(service.account.budget(budget_of(ctx), set_session_limit_usd))
-        except ToolFailure as failure:
+        except BlockrunError as failure:
             return _error(failure.message)
 
     @mcp.tool(
@@ -423,7 +424,7 @@ def build_server(
     async def wallet() -> Annotated[CallToolResult, WalletResult]:
         try:
             return _ok(service.account.wallet())
-        except ToolFailure as failure:
+        except BlockrunError as failure:
             return _error(failure.message)
 
     return mcp

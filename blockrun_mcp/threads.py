@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from blockrun_mcp.errors import BlockrunError
+from blockrun_mcp.ledger import StoreUnavailable
 from blockrun_mcp.workspace import SentFile
 
 if TYPE_CHECKING:
@@ -222,8 +223,16 @@ class ThreadStore:
 
         try:
             return self.ledger.read(sql, args)
-        except sqlite3.OperationalError:  # a read-only SQLite ledger from before threads
-            return []
+        except sqlite3.OperationalError as exc:
+            # Only a missing table means "a read-only SQLite ledger from before threads": no
+            # history. A locked or failing read is not an empty thread: asking on without the
+            # earlier turns would be a paid answer to a different conversation.
+            if str(exc).startswith("no such table"):
+                return []
+            raise StoreUnavailable(
+                f"The ledger could not be read ({' '.join(str(exc).split())[:200]}), so the "
+                "thread's history is unknown; nothing was paid. Try again."
+            ) from None
 
     def _texts(self, hashes: set[str]) -> dict[str, str]:
         if not hashes:

@@ -178,13 +178,19 @@ class Gateway:
         try:
             decoded = payments.decode_payment(header)
             state.log_payment(decoded)
+            paid_402_trickle = faults.trickle_seconds if faults.trickle_at == "paid_402" else None
             if faults.requote_after_payment:
-                return self._terms(call, key, video=video)  # "pay again", with new terms
+                again = self._terms(call, key, video=video)  # "pay again", with new terms
+                return self._trickled(again, paid_402_trickle) if paid_402_trickle else again
             if faults.force_payment_code:
                 call.fault_hit()
-                raise PaymentRejection(
-                    faults.force_payment_code, "rejected by the sandbox's force_payment_code fault"
+                rejected = _rejection(
+                    PaymentRejection(
+                        faults.force_payment_code,
+                        "rejected by the sandbox's force_payment_code fault",
+                    )
                 )
+                return self._trickled(rejected, paid_402_trickle) if paid_402_trickle else rejected
             verified = payments.verify(state, decoded, key, v1=v1)
             if faults.status_after_payment:
                 call.fault_hit()  # verified, deliberately not settled: the same header can retry
@@ -225,11 +231,15 @@ class Gateway:
 
     def _terms(self, call: PaidCall, key: str, *, video: bool) -> Response:
         entry = call.priced.entry
+        faults = call.faults
+        amount = call.priced.amount_atomic
+        if faults.quote_models is None or entry.id in faults.quote_models:
+            amount = -(-amount * faults.quote_percent // 100)  # rounded up, as every quote
         return terms.payment_required(
             self.state,
             call.faults,
             key=key,
-            amount=call.priced.amount_atomic,
+            amount=amount,
             url=str(call.request.url),
             description=f"BlockRun {entry.name} ({entry.id}) via {call.path}",
             video=video,
@@ -468,6 +478,10 @@ class Gateway:
                 )
             decoded = payments.decode_payment(header)
             state.log_payment(decoded)
+            forced = state.faults_for(request.url.path).force_payment_code
+            if forced:  # the gateway's word on a poll, as on a first request
+                state.fault_hit()
+                raise PaymentRejection(forced, "rejected by the sandbox's force_payment_code fault")
             if decoded != job.payment.payload:
                 raise PaymentRejection(
                     payments.INVALID, "this is not the payment that submitted the job"

@@ -28,7 +28,7 @@ HostileTermsKind = Literal[
     "pricier_first",
     "malformed_first",
 ]
-TrickleAt = Literal["402", "answer", "poll"]
+TrickleAt = Literal["402", "paid_402", "answer", "poll"]
 PaymentCode = Literal["PAYMENT_INVALID", "PAYMENT_UNFUNDED", "PAYMENT_REPLAY"]
 
 # The faults that `times` counts down. Hostile terms are left out on purpose: a client pays
@@ -91,6 +91,16 @@ class Faults(BaseModel):
         "an option whose amount is written in non-ASCII digits before the real one",
     )
     force_payment_code: PaymentCode | None = None
+    quote_percent: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="402 terms ask this percent of the honest quote (an overcharging gateway; "
+        "the payment is then verified against the inflated terms it issued)",
+    )
+    quote_models: list[str] | None = Field(
+        default=None, description="the models quote_percent applies to; None = all"
+    )
     malformed_success_body: bool = False
     omit_receipt: bool = False
     stream_cut_after_chunks: int | None = Field(default=None, ge=0)
@@ -130,7 +140,8 @@ class Faults(BaseModel):
     )
     trickle_at: TrickleAt = Field(
         default="answer",
-        description="'402': the unpaid 402 (terms header intact); 'answer': a paid chat or image "
+        description="'402': the unpaid 402 (terms header intact); 'paid_402': the 402 answered to "
+        "a paid request (requote_after_payment, force_payment_code); 'answer': a paid chat or image "
         "answer, after settlement; 'poll': every video poll answer",
     )
     # The stand-in chain, answered at POST /rpc (see the module docstring).

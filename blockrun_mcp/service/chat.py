@@ -3,6 +3,7 @@ workspace, a thread that carries the conversation on, and reasoning effort for O
 
 from __future__ import annotations
 
+import logging
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -17,7 +18,6 @@ from blockrun_mcp.gateway_models import (
     ChatRequest,
     ResponsesRequest,
 )
-from blockrun_mcp.money import usd_to_atomic
 from blockrun_mcp.results import AskResult, FileSent, Usage
 from blockrun_mcp.service import arguments
 from blockrun_mcp.service.caller import NOBODY_IN_PARTICULAR, Caller
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from blockrun_mcp.payments import PaidCall
     from blockrun_mcp.service.core import BlockrunService
     from blockrun_mcp.threads import Turn
+
+log = logging.getLogger("blockrun_mcp")
 
 REFUSED = "The model refused to answer (content_filter). Rephrase, or ask another model."
 CUT_OFF = "The answer was cut off before the model finished; what arrived is shown."
@@ -122,12 +124,12 @@ class Chat:
                     answer = await ask_one(
                         service, call, entry, context, tokens, effort, temperature
                     )
-                thread_id = record_turn(
+                thread_id, unsaved = record_turn(
                     service, thread_id, caller, entry, effort, context, prompt, answer, call
                 )
             refused = answer.finish_reason == "content_filter"
             notes = [REFUSED if refused else (None if answer.complete else CUT_OFF)]
-            notes.append(selection.skipped_note())
+            notes += [selection.skipped_note(), call.booking_note(), unsaved]
             return AskResult(
                 model=answer.model,
                 content=answer.content,
@@ -191,21 +193,32 @@ def record_turn(
     prompt: str,
     answer: ChatAnswer,
     call: PaidCall,
-) -> str:
-    """The answered turn, kept (a new thread when `thread_id` is None); the thread's id."""
-    return service.threads.add_turn(
-        thread_id,
-        caller.owner,
-        model=entry.id,
-        effort=effort,
-        system=context.system,
-        files=context.files,
-        prompt=prompt,
-        answer=answer.content,
-        finish_reason=answer.finish_reason,
-        cost_atomic=usd_to_atomic(call.cost_usd),
-        payment_id=call.holds[0].payment_id if call.holds else None,
-    )
+) -> tuple[str | None, str | None]:
+    """The answered turn, kept (a new thread when `thread_id` is None): the thread's id, and a
+    note when it could not be kept. The answer is paid for: a store that fails now loses the
+    thread's turn, never the answer (the thread stays as it was; a new one has no id)."""
+    try:
+        saved = service.threads.add_turn(
+            thread_id,
+            caller.owner,
+            model=entry.id,
+            effort=effort,
+            system=context.system,
+            files=context.files,
+            prompt=prompt,
+            answer=answer.content,
+            finish_reason=answer.finish_reason,
+            cost_atomic=call.cost_atomic,
+            payment_id=call.holds[0].payment_id if call.holds else None,
+        )
+    except Exception as exc:  # whatever the store raised: the answer still goes back
+        log.warning("a paid answer's thread turn was not saved", exc_info=exc)
+        where = f"thread {thread_id} is as it was" if thread_id else "no thread was started"
+        return thread_id, (
+            f"This turn was not saved to a thread (the ledger failed: {type(exc).__name__}); "
+            f"{where}, so a follow-up will not include it."
+        )
+    return saved, None
 
 
 async def check_fits(

@@ -18,8 +18,8 @@ import anyio
 
 from blockrun_mcp import pricing
 from blockrun_mcp.gateway_models import EFFORTS, CatalogEntry
-from blockrun_mcp.money import usd_to_atomic
-from blockrun_mcp.payments import Consult, ConsultRefused, PaidCall
+from blockrun_mcp.money import atomic_to_usd, usd_to_atomic
+from blockrun_mcp.payments import Consult, ConsultRefused, FollowUpApproval, PaidCall
 from blockrun_mcp.results import ConsultAnswer, ConsultResult, Synthesis
 from blockrun_mcp.service import arguments
 from blockrun_mcp.service.caller import NOBODY_IN_PARTICULAR, Caller
@@ -107,17 +107,17 @@ class Consulting:
             )
             answers = await self._ask_all(consult, plans, context, effort, caller, prompt)
             _raise_if_refused_as_a_whole(consult, answers)
-            synthesis = None
+            synthesis, synthesis_atomic = None, 0
             if synthesizer is not None and any(a.content for a in answers):
-                synthesis = await self._synthesize(
+                synthesis, synthesis_atomic = await self._synthesize(
                     budget, synthesizer, prompt, answers, consult, max_cost_usd, caller
                 )
-            total = sum(a.cost_usd for a in answers) + (synthesis.cost_usd if synthesis else 0)
+            total = sum(call.cost_atomic for call in consult.calls) + synthesis_atomic
             failed = [a.model for a in answers if a.error]
             return ConsultResult(
                 answers=answers,
                 synthesis=synthesis,
-                cost_usd=round(total, 6),
+                cost_usd=atomic_to_usd(total),
                 budget_remaining_usd=budget.remaining_usd(),
                 note=(
                     f"{len(failed)} of {len(answers)} failed: {', '.join(failed)}."
@@ -190,8 +190,11 @@ class Consulting:
                 cost_usd=call.cost_usd,
                 error=failure.message,
             )
-        thread_id = record_turn(service, None, caller, entry, effort, context, prompt, answer, call)
+        thread_id, unsaved = record_turn(
+            service, None, caller, entry, effort, context, prompt, answer, call
+        )
         refused = answer.finish_reason == "content_filter"
+        notes = [call.booking_note(), unsaved]
         return ConsultAnswer(
             model=answer.model,
             content=answer.content,
@@ -199,6 +202,7 @@ class Consulting:
             cost_usd=call.cost_usd,
             thread_id=thread_id,
             error="The model refused to answer (content_filter)." if refused else None,
+            note=" ".join(note for note in notes if note) or None,
         )
 
     async def _synthesize(
@@ -210,7 +214,8 @@ class Consulting:
         consult: Consult,
         max_cost_usd: float | None,
         caller: Caller,
-    ) -> Synthesis:
+    ) -> tuple[Synthesis, int]:
+        """The synthesis, and what it cost in atomic units."""
         usable = [a for a in answers if a.content]
         labels = LABELS[: len(usable)]
         text = SYNTHESIS_ASK.format(count=len(usable), labels=", ".join(labels))
@@ -218,18 +223,24 @@ class Consulting:
         for label, answer in zip(labels, usable, strict=True):
             text += f"\n\nAnswer {label}:\n{_anonymous(answer)}"
         tokens = min(SYNTHESIS_MAX_TOKENS, entry.max_output or SYNTHESIS_MAX_TOKENS)
-        spent = usd_to_atomic(sum(a.cost_usd for a in answers))
+        spent = sum(member.cost_atomic for member in consult.calls)
         limit = None if max_cost_usd is None else max(0, usd_to_atomic(max_cost_usd) - spent)
         call = PaidCall(
             budget,
             tool="ask_models",
             model=entry.id,
             estimate_usd=pricing.chat_cost_usd(entry, [text], tokens),
+            # What was approved covers the members and the synthesis's estimate; a quote past
+            # it is asked about again, never signed on the first yes.
+            approval=FollowUpApproval(
+                consult.approval, spent_atomic=spent, approved_atomic=consult.approved_atomic
+            ),
             limit_atomic=limit,
         )
         context = conversation([], None, [], text)
         answer = await self._answer(call, entry, tokens, context, None, caller, text)
-        return Synthesis.model_validate(answer.model_dump(exclude={"finish_reason"}))
+        synthesis = Synthesis.model_validate(answer.model_dump(exclude={"finish_reason"}))
+        return synthesis, call.cost_atomic
 
 
 @asynccontextmanager

@@ -246,6 +246,9 @@ class BlockrunService:
             try:
                 # (On the event loop, as every ledger call: SQLite's one connection is not
                 # shared across threads within a transaction.)
+                if self.ledger.unbooked_settlements:
+                    booked = self.ledger.book_unbooked_settlements()
+                    log.info("booked %d settlement(s) the ledger missed", booked)
                 released = self.ledger.release_abandoned_reservations()
                 if released:
                     log.info("released %d reservation(s) no process holds", released)

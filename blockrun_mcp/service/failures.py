@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from blockrun_mcp.errors import BlockrunError
 from blockrun_mcp.ledger import StoreUnavailable
+from blockrun_mcp.money import usd_text
 from blockrun_mcp.x402.errors import MalformedTerms, PaymentInvalid, PaymentRefused
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ class Failures:
         elif isinstance(exc, StoreUnavailable):
             parts.append("Nothing was signed: no payment is made without its reservation.")
         if self.budget is not None and (signed or isinstance(exc, PaymentRefused)):
-            parts.append(f"Budget remaining: ${self._remaining():.6f}.")
+            parts.append(self._remaining_sentence())
         return " ".join(part for part in parts if part)
 
     def _money_moved(self, exc: Exception) -> bool | None:
@@ -98,9 +99,10 @@ class Failures:
             return self.call.money_moved()
         return exc.money_moved if isinstance(exc, BlockrunError) else False
 
-    def _remaining(self) -> float:
+    def _remaining_sentence(self) -> str:
         assert self.budget is not None
         try:
-            return self.budget.remaining_usd()
+            remaining = self.budget.remaining_atomic()
         except Exception:  # the ledger itself failing: the sentence must still be written
-            return float("nan")
+            return "Budget remaining: unknown (the ledger cannot be read right now)."
+        return f"Budget remaining: {usd_text(remaining)}."

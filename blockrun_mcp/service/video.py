@@ -177,6 +177,8 @@ class Video:
             on_poll=on_poll,
             interval=options.video_poll_interval,
             poll_timeout=options.video_poll_timeout,
+            # The job's one payment: a claim a poll makes about it is recorded there (rule 5).
+            hold=call.open[0] if call.open else None,
         )
         if status.status == "completed":
             await call.job_completed(status.receipt)

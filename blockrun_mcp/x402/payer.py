@@ -288,7 +288,15 @@ class X402Payer:
                 last_failure = f"the gateway answered HTTP {response.status_code}"
                 continue
             if response.status_code == 402:
-                await self._raise_rejection(response, payment, hold, retried=attempt > 0)
+                try:
+                    body = await _read_capped(response)
+                except failures.transport as exc:
+                    # Signed and sent: the gateway holds it, whatever its unread body said.
+                    raise PaidRequestFailed(
+                        "the gateway answered the paid request with 402, and its body could not "
+                        f"be read ({type(exc).__name__})"
+                    ) from None
+                await self._raise_rejection(body, payment, hold, retried=attempt > 0)
             receipt = read_receipt(response.headers)
             settles = first and response.status_code == 200
             if not stream:
@@ -303,7 +311,13 @@ class X402Payer:
                         await hold.settle(receipt)
                     raise
             if settles:
-                await hold.settle(receipt)
+                try:
+                    await hold.settle(receipt)
+                except BaseException:
+                    # A streamed answer the caller will never read: its connection goes back
+                    # to the pool now, not never.
+                    await response.aclose()
+                    raise
             return PaidResponse(response, payment, receipt)
         if not may_have_left:
             await hold.release("the signed payment never left this machine (no connection)")
@@ -313,9 +327,8 @@ class X402Payer:
         raise PaidRequestFailed(f"{last_failure} after {self.paid_attempts} attempts")
 
     async def _raise_rejection(
-        self, response: Response, payment: SignedPayment, hold: PaymentHold, *, retried: bool
+        self, body: bytes, payment: SignedPayment, hold: PaymentHold, *, retried: bool
     ) -> None:
-        body = await _read_capped(response)
         code = rejection_code(body)
         # The gateway holds the signature whatever it says about it: its word is recorded.
         if code == "PAYMENT_UNFUNDED":

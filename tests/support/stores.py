@@ -22,15 +22,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import ExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from blockrun_mcp.ledger import Ledger
+from blockrun_mcp.ledger import Ledger, StoreUnavailable
 from tests.support.postgres import new_database
 
 STORES = ("sqlite", "postgresql")
@@ -175,3 +176,52 @@ def ledger_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Led
         yield stores
     finally:
         stores.close()
+
+
+class FailingStore:
+    """A real store whose statements containing `fragment` fail `times` times, as a database
+    that is down for a moment fails them (StoreUnavailable, what the PostgreSQL store raises).
+
+    It wraps the ledger's own store: everything else runs on the real database, so what the
+    ledger holds afterwards is what a real outage would have left.
+    """
+
+    def __init__(self, store: Any, fragment: str, *, times: int = 1) -> None:
+        self.store = store
+        self.fragment = fragment
+        self.left = times
+        self.failed = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def _check(self, sql: str) -> None:
+        if self.fragment in sql and self.left > 0:
+            self.left -= 1
+            self.failed += 1
+            raise StoreUnavailable("The ledger's store cannot be used (a test's outage).")
+
+    def run(self, sql: str, args: Sequence[object] = ()) -> Any:
+        self._check(sql)
+        return self.store.run(sql, args)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        with self.store.transaction() as tx:
+            yield _FailingTx(self, tx)
+
+
+class _FailingTx:
+    def __init__(self, store: FailingStore, tx: Any) -> None:
+        self.store, self.tx = store, tx
+
+    def execute(self, sql: str, args: Sequence[object] = ()) -> Any:
+        self.store._check(sql)
+        return self.tx.execute(sql, args)
+
+
+def fail_statements(ledger: Ledger, fragment: str, *, times: int = 1) -> FailingStore:
+    """Make `ledger`'s statements containing `fragment` fail `times` times (see FailingStore)."""
+    failing = FailingStore(ledger.store, fragment, times=times)
+    ledger.store = failing
+    return failing
