@@ -64,6 +64,8 @@ class Settings:
     team_clients: int  # concurrent MCP clients over HTTP
     team_calls: int  # calls each client makes one after another in a round
     team_rounds: int  # rounds per layout (1 instance, 4 instances)
+    sync_cycles: int  # ledger cycles per SQLite synchronous level, in the bench's process
+    sync_calls: int  # pairs: a stdio server on synchronous=FULL against one on NORMAL
 
 
 @dataclass
@@ -178,17 +180,16 @@ def bench_spawn(settings: Settings, env: dict[str, str], *, ours_warm: bool = Fa
 class Server:
     """blockrun-mcp over stdio, driven by the SDK's client as a host would."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], args: list[str] | None = None) -> None:
         self.env = env
+        self.args = args or ["-m", "blockrun_mcp"]  # how python starts the server
         self.client: Any = None
         self._stack: Any = None
 
     async def __aenter__(self) -> Server:
         from mcp import Client, StdioServerParameters
 
-        params = StdioServerParameters(
-            command=sys.executable, args=["-m", "blockrun_mcp"], env=self.env
-        )
+        params = StdioServerParameters(command=sys.executable, args=self.args, env=self.env)
         self._stack = AsyncExitStack()
         self.client = await self._stack.enter_async_context(Client(params, mode="legacy"))
         return self
@@ -1461,6 +1462,181 @@ async def bench_team(
     )
 
 
+# --- 12. SQLite synchronous=FULL (durable signed payments) against NORMAL ----------------------
+
+SYNC_LEVELS = {"FULL": 2, "NORMAL": 1}
+SYNC_ROUND = 50  # ledger cycles per level before the other level's turn
+# A stdio server whose SQLite ledger runs with synchronous=NORMAL, as it did before it was made
+# FULL: the same server, its store's connection switched after opening. It writes the level it
+# ended up with into its data dir, so the bench can check the comparison is what it says.
+NORMAL_SERVER_CODE = """
+import os, runpy, sys
+from pathlib import Path
+from blockrun_mcp import ledger_sqlite
+
+opened = ledger_sqlite.SQLiteBackend.__init__
+
+def with_normal(self, *args, **kwargs):
+    opened(self, *args, **kwargs)
+    if not self.read_only:
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        level = self._db.execute("PRAGMA synchronous").fetchone()[0]
+        Path(os.environ["BLOCKRUN_DATA_DIR"], "synchronous").write_text(str(level))
+
+ledger_sqlite.SQLiteBackend.__init__ = with_normal
+sys.argv = sys.argv[:1]
+runpy.run_module("blockrun_mcp", run_name="__main__")
+"""
+
+
+def filesystem_of(path: Path) -> str:
+    """The type of the filesystem `path` is on (ext4, tmpfs, ...), from /proc/mounts."""
+    best, kind = "", "unknown"
+    try:
+        for line in Path("/proc/mounts").read_text().splitlines():
+            fields = line.split()
+            mount = fields[1].replace("\\040", " ")
+            inside = str(path.resolve()) == mount or str(path.resolve()).startswith(
+                mount.rstrip("/") + "/"
+            )
+            if inside and len(mount) >= len(best):
+                best, kind = mount, fields[2]
+    except (OSError, IndexError):
+        pass
+    return kind
+
+
+def ledger_cycles(settings: Settings, root: Path) -> dict[str, tuple[list[float], list[float]]]:
+    """A paid call's ledger work (reserve, mark_signed, mark_settled: 3 commits) at each level,
+    the levels taking turns every SYNC_ROUND cycles; per level, each mark_signed's seconds and
+    each whole cycle's."""
+    from blockrun_mcp.ledger import Ledger
+    from blockrun_mcp.ledger_sqlite import SQLiteBackend
+
+    ledgers: dict[str, Ledger] = {}
+    timings: dict[str, tuple[list[float], list[float]]] = {}
+    try:
+        for name, level in SYNC_LEVELS.items():
+            ledger = ledgers[name] = Ledger.open(None, root / name.lower())
+            assert isinstance(ledger.store, SQLiteBackend)
+            db = ledger.store._db
+            if name != "FULL":  # FULL is the product's own setting: checked, not set
+                db.execute(f"PRAGMA synchronous={name}")
+            if db.execute("PRAGMA synchronous").fetchone()[0] != level:
+                raise RuntimeError(f"the {name} ledger does not run with synchronous={name}")
+            timings[name] = ([], [])
+        cycle = 0
+        warm = 5
+        order = list(SYNC_LEVELS)
+        while cycle < warm + settings.sync_cycles:
+            for name in order:
+                ledger = ledgers[name]
+                for step in range(min(SYNC_ROUND, warm + settings.sync_cycles - cycle)):
+                    started = time.perf_counter()
+                    payment_id = ledger.reserve(
+                        session="bench",
+                        tool="ask_model",
+                        model=MODEL,
+                        amount_atomic=1_000,
+                        network="base",
+                        session_limit_atomic=None,
+                        daily_limit_atomic=None,
+                    )
+                    signing = time.perf_counter()
+                    if not ledger.mark_signed(payment_id, f"0x{cycle + step:064x}"):
+                        raise RuntimeError("a reservation the bench holds could not be signed")
+                    signed = time.perf_counter()
+                    ledger.mark_settled(payment_id, 1_000, "0x" + "ab" * 32)
+                    ended = time.perf_counter()
+                    if cycle + step >= warm:
+                        timings[name][0].append(signed - signing)
+                        timings[name][1].append(ended - started)
+            cycle += min(SYNC_ROUND, warm + settings.sync_cycles - cycle)
+            order.reverse()  # each level goes first in every other round
+    finally:
+        for ledger in ledgers.values():
+            ledger.close()
+    return timings
+
+
+async def bench_sqlite_synchronous(
+    settings: Settings, sandbox: Sandbox, env: dict[str, str]
+) -> list[Figure]:
+    # On the filesystem the default data dir (~/.blockrun/mcp) is on: an fsync costs what it
+    # costs there (on tmpfs it would cost nothing, and the figure would say nothing).
+    with tempfile.TemporaryDirectory(prefix=".blockrun-bench-sync-", dir=Path.home()) as scratch:
+        root = Path(scratch)
+        filesystem = f"SQLite {sqlite3.sqlite_version}, WAL, on {filesystem_of(root)}"
+        timings = ledger_cycles(settings, root)
+        calls = await synchronous_calls(settings, sandbox, env, root)
+    signed = {name: statistics.median(times[0]) * 1000 for name, times in timings.items()}
+    cycle = {name: statistics.median(times[1]) * 1000 for name, times in timings.items()}
+    rate = {name: len(times[1]) / sum(times[1]) for name, times in timings.items()}
+    ledger_figure = Figure(
+        "SQLite ledger, synchronous=FULL against NORMAL: mark_signed (median)",
+        f"{signed['FULL']:.3f} ms (FULL)",
+        f"{signed['NORMAL']:.3f} ms (NORMAL, as before)",
+        signed["FULL"] / signed["NORMAL"],
+        REPORTED,
+        None,
+        [
+            f"{settings.sync_cycles} ledger cycles per level (reserve, mark_signed, "
+            f"mark_settled: a paid call's 3 commits), in the bench's process, the levels "
+            f"taking turns every {SYNC_ROUND} cycles; {filesystem}",
+            f"a whole cycle (median): FULL {cycle['FULL']:.3f} ms, NORMAL "
+            f"{cycle['NORMAL']:.3f} ms = {cycle['FULL'] / cycle['NORMAL']:.2f}x; so the ledger "
+            f"alone could book {rate['FULL']:.0f} paid calls/s one after another on FULL, "
+            f"{rate['NORMAL']:.0f} on NORMAL",
+        ],
+    )
+    return [ledger_figure, calls]
+
+
+async def synchronous_calls(
+    settings: Settings, sandbox: Sandbox, env: dict[str, str], root: Path
+) -> Figure:
+    """Paid ask_model end to end, 0 ms model latency: a stdio server as shipped (FULL) against
+    the same server with its ledger on NORMAL, taking turns."""
+    key = "0x" + secrets.token_hex(32)
+    fund(sandbox, key, 1000)
+    full_env = env | {"BLOCKRUN_WALLET_KEY": key, "BLOCKRUN_DATA_DIR": str(root / "full-server")}
+    normal_dir = root / "normal-server"
+    normal_env = full_env | {"BLOCKRUN_DATA_DIR": str(normal_dir)}
+    normal_dir.mkdir()
+    full_times: list[float] = []
+    normal_times: list[float] = []
+    async with (
+        Server(full_env) as full,
+        Server(normal_env, ["-c", NORMAL_SERVER_CODE]) as normal,
+    ):
+        for _ in range(3):  # warm both: imports, pools, the catalog cache
+            await full.ask()
+            await normal.ask()
+        for _ in range(settings.sync_calls):  # interleaved
+            full_times.append(await timed(full.ask()))
+            normal_times.append(await timed(normal.ask()))
+    level = (normal_dir / "synchronous").read_text()
+    if level != str(SYNC_LEVELS["NORMAL"]):
+        raise RuntimeError(f"the NORMAL server's ledger ran with synchronous={level}")
+    full_ms = statistics.median(full_times) * 1000
+    normal_ms = statistics.median(normal_times) * 1000
+    return Figure(
+        "paid ask_model with the SQLite ledger on synchronous=FULL against NORMAL, 0 ms model "
+        "latency (median)",
+        f"{full_ms:.1f} ms = {1000 / full_ms:.0f} calls/s one after another (FULL, as shipped)",
+        f"{normal_ms:.1f} ms = {1000 / normal_ms:.0f} calls/s (NORMAL, as before)",
+        full_ms / normal_ms,
+        REPORTED,
+        None,
+        [
+            f"{settings.sync_calls} calls each, interleaved; two stdio servers side by side, the "
+            "same wallet and sandbox, each a fresh ledger; the NORMAL one is the same server with "
+            "its ledger's connection switched to NORMAL after opening (checked: it ran on "
+            f"NORMAL); absolute difference {full_ms - normal_ms:+.2f} ms a call",
+        ],
+    )
+
+
 async def timed(call: Awaitable[Any]) -> float:
     started = time.perf_counter()
     await call
@@ -1556,10 +1732,26 @@ async def main_async(settings: Settings) -> list[Figure]:
             settings, sandbox, env | {"BLOCKRUN_WORKSPACE": str(workspace)}, workspace
         )
         ledger, team = await bench_postgres(settings, sandbox, env, Path(home))
+        sync_ledger, sync_call = await bench_sqlite_synchronous(settings, sandbox, env)
         tree_root = Path(home) / "tree"
         tree_root.mkdir()
         tree = bench_tree(settings, tree_root)
-    return [spawn, paid, burst, files, thread, consult, consult_cpu, ledger, team, tree, tools, rss]
+    return [
+        spawn,
+        paid,
+        burst,
+        files,
+        thread,
+        consult,
+        consult_cpu,
+        ledger,
+        team,
+        sync_ledger,
+        sync_call,
+        tree,
+        tools,
+        rss,
+    ]
 
 
 def main() -> None:
@@ -1594,6 +1786,8 @@ def main() -> None:
             team_clients=4,
             team_calls=2,
             team_rounds=1,
+            sync_cycles=10,
+            sync_calls=3,
         )
     else:
         settings = Settings(
@@ -1615,6 +1809,8 @@ def main() -> None:
             team_clients=32,
             team_calls=5,
             team_rounds=5,
+            sync_cycles=1000,
+            sync_calls=150,
         )
     started = time.monotonic()
     figures = asyncio.run(main_async(settings))

@@ -33,12 +33,47 @@ class Limits:
 
 @dataclass(frozen=True)
 class BudgetStatus:
-    session_limit_usd: float
-    session_spent_usd: float
-    budget_remaining_usd: float
-    per_call_cap_usd: float
-    daily_limit_usd: float | None
-    daily_spent_usd: float | None
+    """Where a budget stands, in atomic units; dollars only for the results people read."""
+
+    session_limit_atomic: int
+    session_spent_atomic: int
+    remaining_atomic: int
+    per_call_cap_atomic: int
+    daily_limit_atomic: int | None
+    daily_spent_atomic: int | None
+
+    @property
+    def session_limit_usd(self) -> float:
+        return atomic_to_usd(self.session_limit_atomic)
+
+    @property
+    def session_spent_usd(self) -> float:
+        return atomic_to_usd(self.session_spent_atomic)
+
+    @property
+    def budget_remaining_usd(self) -> float:
+        return atomic_to_usd(self.remaining_atomic)
+
+    @property
+    def per_call_cap_usd(self) -> float:
+        return atomic_to_usd(self.per_call_cap_atomic)
+
+    @property
+    def daily_limit_usd(self) -> float | None:
+        return None if self.daily_limit_atomic is None else atomic_to_usd(self.daily_limit_atomic)
+
+    @property
+    def daily_spent_usd(self) -> float | None:
+        return None if self.daily_spent_atomic is None else atomic_to_usd(self.daily_spent_atomic)
+
+    @property
+    def limit_left(self) -> str:
+        """Which limit leaves the least: 'daily budget' or 'budget' (the session's)."""
+        session_left = self.session_limit_atomic - self.session_spent_atomic
+        if self.daily_limit_atomic is None:
+            return "budget"
+        daily_left = self.daily_limit_atomic - (self.daily_spent_atomic or 0)
+        return "daily budget" if daily_left < session_left else "budget"
 
 
 class SessionBudget:
@@ -96,8 +131,9 @@ class SessionBudget:
             )
         if new_limit_usd > self.session_limit_usd:
             raise ValueError(
-                f"The session limit can only be lowered: it is ${self.session_limit_usd:.6f} "
-                f"now (configured ${self.configured.session_usd:.2f}). The user sets it with "
+                f"The session limit can only be lowered: it is "
+                f"{usd_text(usd_to_atomic(self.session_limit_usd))} now (configured "
+                f"{usd_text(usd_to_atomic(self.configured.session_usd), trim=True)}). The user sets it with "
                 "BLOCKRUN_SESSION_BUDGET_USD; a new session starts at that."
             )
         self.session_limit_usd = new_limit_usd
@@ -112,35 +148,34 @@ class SessionBudget:
             if limit_usd is None:
                 limit_usd = self.configured.daily_usd or self.configured.session_usd
             spent = self.ledger.identity_spent_atomic(self.identity_name)
-        remaining = max(0, usd_to_atomic(limit_usd) - spent)
+        limit = usd_to_atomic(limit_usd)
+        remaining = max(0, limit - spent)
         if self.per_session and self.identity_daily_usd is not None:
             used = self.ledger.identity_spent_atomic(self.identity_name)
             remaining = min(remaining, max(0, usd_to_atomic(self.identity_daily_usd) - used))
-        daily_spent = None
+        daily_limit = daily_spent = None
         if self.configured.daily_usd is not None:
-            daily_spent_atomic = self.ledger.day_spent_atomic()
-            daily_spent = atomic_to_usd(daily_spent_atomic)
-            remaining = min(
-                remaining, max(0, usd_to_atomic(self.configured.daily_usd) - daily_spent_atomic)
-            )
+            daily_limit = usd_to_atomic(self.configured.daily_usd)
+            daily_spent = self.ledger.day_spent_atomic()
+            remaining = min(remaining, max(0, daily_limit - daily_spent))
         return BudgetStatus(
-            session_limit_usd=limit_usd,
-            session_spent_usd=atomic_to_usd(spent),
-            budget_remaining_usd=atomic_to_usd(remaining),
-            per_call_cap_usd=self.per_call_usd,
-            daily_limit_usd=self.configured.daily_usd,
-            daily_spent_usd=daily_spent,
+            session_limit_atomic=limit,
+            session_spent_atomic=spent,
+            remaining_atomic=remaining,
+            per_call_cap_atomic=usd_to_atomic(self.per_call_usd),
+            daily_limit_atomic=daily_limit,
+            daily_spent_atomic=daily_spent,
         )
 
     def remaining_usd(self) -> float:
         return self.status().budget_remaining_usd
 
     def remaining_atomic(self) -> int:
-        return usd_to_atomic(self.status().budget_remaining_usd)
+        return self.status().remaining_atomic
 
     # --- checks and reservations ----------------------------------------------------------
 
-    def check_quote(self, amount_atomic: int, estimate_usd: float | None) -> None:
+    def check_quote(self, amount_atomic: int, estimate_atomic: int | None) -> None:
         """Refuse a quote over the per-call cap, or suspiciously far above our own estimate.
         Compared in atomic units, so each boundary is exact (floats make $0.05 - $0.03 more
         than $0.02)."""
@@ -154,12 +189,12 @@ class SessionBudget:
             )
             raise PaymentRefused(
                 f"the quote {usd_text(amount_atomic)} is above the per-call cap "
-                f"${self.per_call_usd:.2f} (raise {where} to allow it)",
+                f"{usd_text(cap)} (raise {where} to allow it)",
                 limit="per-call cap",
             )
-        if estimate_usd is None:
+        if estimate_atomic is None:
             return
-        estimate = usd_to_atomic(estimate_usd)
+        estimate = estimate_atomic
         ratio_num, ratio_den = SUSPICIOUS_RATIO.as_integer_ratio()
         if (
             amount_atomic * ratio_den > estimate * ratio_num

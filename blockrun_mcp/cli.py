@@ -14,6 +14,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
+from blockrun_mcp.money import dollars
+
 if TYPE_CHECKING:
     from blockrun_mcp.config import Config
     from blockrun_mcp.ledger import Ledger
@@ -48,14 +50,14 @@ def _command(
     )
 
 
-def _non_negative(text: str) -> float:
+def _usd(text: str) -> float:
+    """A dollar amount given as an option: plain digits only (money.parse_usd_text says why)."""
+    from blockrun_mcp.money import parse_usd_text
+
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
-    return value
+        return parse_usd_text(text)
+    except ValueError as error:  # argparse prefixes the option: "argument --daily-budget: ..."
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -142,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--provider", help="openai, anthropic, google, deepseek, nvidia, ...")
     models.add_argument(
         "--max-price",
-        type=_non_negative,
+        type=_usd,
         metavar="USD",
         help="at most this many USD per 1M output tokens (chat), per image or per video second",
     )
@@ -220,13 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     token_add.add_argument("name", help="who it is for: letters, digits, _ . @ - (up to 64)")
     token_add.add_argument(
         "--daily-budget",
-        type=_non_negative,
+        type=_usd,
         metavar="USD",
         help="most this identity may spend per UTC day (the wallet's daily budget caps all)",
     )
     token_add.add_argument(
         "--max-per-call",
-        type=_non_negative,
+        type=_usd,
         metavar="USD",
         help="most one of its calls may spend (default: BLOCKRUN_MAX_PER_CALL_USD)",
     )
@@ -652,12 +654,12 @@ def _budget_words(daily_budget_usd: float | None, max_per_call_usd: float | None
     daily = (
         "no daily budget of its own"
         if daily_budget_usd is None
-        else f"${daily_budget_usd:.2f} a day"
+        else f"{dollars(daily_budget_usd)} a day"
     )
     per_call = (
         "per call as BLOCKRUN_MAX_PER_CALL_USD"
         if max_per_call_usd is None
-        else f"at most ${max_per_call_usd:.2f} a call"
+        else f"at most {dollars(max_per_call_usd)} a call"
     )
     return f"{daily}, {per_call}"
 

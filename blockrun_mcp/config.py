@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from blockrun_mcp.errors import BlockrunError
+from blockrun_mcp.money import parse_usd_text
 
 DEFAULT_API_URL = "https://blockrun.ai/api"
 NETWORK_NAMES = ("base", "base-sepolia")
@@ -85,14 +86,13 @@ def _money(env: Mapping[str, str], name: str, default: float | None) -> float | 
     raw = env.get(name, "").strip()
     if not raw:
         return default
+    # A leading "$" only repeats the unit the name says ("$0.10" always worked); "$ 1" does not
+    # pass as "1", nor anything float() takes that reads as another amount (money.parse_usd_text).
+    amount = raw[1:] if raw.startswith("$") and not raw[1:2].isspace() else raw
     try:
-        value = float(raw.removeprefix("$"))
-    except ValueError:
-        raise ConfigError(
-            f"{name}={raw!r} is not a number of US dollars; use e.g. {name}=1.00"
-        ) from None
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{name}={raw!r} must be a dollar amount of 0 or more, e.g. {name}=1.00")
+        value = parse_usd_text(amount)
+    except ValueError as error:
+        raise ConfigError(f"{name}: {error}") from None
     if value > 1_000_000:
         raise ConfigError(f"{name}={raw!r} is implausibly large; use a real dollar limit")
     return value

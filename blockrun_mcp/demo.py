@@ -13,6 +13,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from blockrun_mcp.money import dollars
+
 CHAT_MODEL = "openai/gpt-5-mini"
 SECOND_MODEL = "google/gemini-2.5-flash"
 
@@ -52,7 +54,7 @@ def _short(text: str, width: int = 70) -> str:
 
 
 def _money(value: Any) -> str:
-    return f"${float(value):.6f}".rstrip("0").rstrip(".") if value else "$0"
+    return dollars(float(value or 0))
 
 
 async def run_demo(out: Any = sys.stdout) -> int:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from blockrun_mcp.config import DEFAULT_API_URL, ENV_VARS, ConfigError, load_config
+from blockrun_mcp.money import dollars
 
 if TYPE_CHECKING:
     from blockrun_mcp.config import Config
@@ -266,8 +267,8 @@ def _budgets(config: Config, checks: list[Check]) -> None:
         config.daily_budget_usd,
     )
     summary = (
-        f"session ${session:.2f}, per call ${per_call:.2f}, "
-        f"daily {'unset' if daily is None else f'${daily:.2f}'}"
+        f"session {dollars(session)}, per call {dollars(per_call)}, "
+        f"daily {'unset' if daily is None else f'{dollars(daily)}'}"
     )
     problems = []
     if session == 0 or per_call == 0 or daily == 0:
@@ -294,7 +295,7 @@ def _budgets(config: Config, checks: list[Check]) -> None:
                 "budgets",
                 WARN,
                 f"{summary}: the per-call cap is above the session budget, so no call can spend "
-                f"more than ${session:.2f} anyway",
+                f"more than {dollars(session)} anyway",
                 "lower BLOCKRUN_MAX_PER_CALL_USD or raise BLOCKRUN_SESSION_BUDGET_USD",
             )
         )
@@ -304,7 +305,7 @@ def _budgets(config: Config, checks: list[Check]) -> None:
                 "budgets",
                 WARN,
                 f"{summary}: the daily budget is below the session budget, so sessions will stop "
-                f"at ${daily:.2f} a day",
+                f"at {dollars(daily)} a day",
                 "raise BLOCKRUN_DAILY_BUDGET_USD or lower BLOCKRUN_SESSION_BUDGET_USD",
             )
         )
@@ -334,7 +335,7 @@ def _team(env: dict[str, str], config: Config, checks: list[Check]) -> None:
             )
         else:
             described = ", ".join(
-                f"{i.name} ({'no daily budget' if i.daily_budget_usd is None else f'${i.daily_budget_usd:.2f}/day'})"
+                f"{i.name} ({'no daily budget' if i.daily_budget_usd is None else f'{dollars(i.daily_budget_usd)}/day'})"
                 for i in identities.by_name.values()
             )
             checks.append(

@@ -27,11 +27,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blockrun_mcp.errors import BlockrunError
+from blockrun_mcp.money import parse_usd_text
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 TOKEN_BYTES = 32  # 256 bits, url-safe base64: 43 characters
 DEFAULT = "default"  # the identity of BLOCKRUN_HTTP_TOKEN, stdio, and an open loopback server
+AMOUNT_KEYS = ("daily_budget_usd", "max_per_call_usd")
+# An amount given as a TOML integer, `daily_budget_usd = VALUE  # comment`: tomllib reads `+5`,
+# `-0`, `1_000` and `0x10` as integers and hands over only their value, so their spelling is
+# checked on the line. (Floats keep theirs through parse_float; strings and the rest are refused
+# by type.)
+_INTEGER_AMOUNT_LINE = re.compile(
+    rf"""[ \t]*["']?(?P<key>{"|".join(AMOUNT_KEYS)})["']?[ \t]*=[ \t]*"""
+    r"(?P<value>[+-]?(?:0x[0-9A-Fa-f_]+|0o[0-7_]+|0b[01_]+|[0-9_]+))[ \t]*(?:#.*)?"
+)
 
 
 class IdentitiesError(BlockrunError):
@@ -98,11 +108,22 @@ def read_file(path: Path) -> list[Identity]:
             "BLOCKRUN_HTTP_TOKENS_FILE."
         )
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        # A float keeps its text (`5e-1`, `inf`, `-0.0`, `1_0.5` are TOML floats): _dollars reads
+        # it as the amount it shows, or refuses it.
+        data = tomllib.loads(text, parse_float=_TomlFloat)
     except (OSError, UnicodeDecodeError) as exc:
         raise IdentitiesError(f"The tokens file {path} cannot be read ({exc}).") from None
     except tomllib.TOMLDecodeError as exc:
         raise IdentitiesError(f"The tokens file {path} is not valid TOML ({exc}).") from None
+    for number, line in enumerate(text.splitlines(), 1):
+        if match := _INTEGER_AMOUNT_LINE.fullmatch(line):
+            try:
+                parse_usd_text(match["value"])
+            except ValueError as error:
+                raise IdentitiesError(
+                    f"The tokens file {path}, line {number}: {match['key']}: {error}."
+                ) from None
     entries = data.get("identity", [])
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise IdentitiesError(f"The tokens file {path} must list [[identity]] tables.")
@@ -120,7 +141,7 @@ def read_file(path: Path) -> list[Identity]:
 
 
 def _identity(entry: dict[str, object], where: str) -> Identity:
-    unknown = set(entry) - {"name", "token_sha256", "daily_budget_usd", "max_per_call_usd"}
+    unknown = set(entry) - {"name", "token_sha256", *AMOUNT_KEYS}
     if unknown:
         raise IdentitiesError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}.")
     name = entry.get("name")
@@ -146,9 +167,24 @@ def _identity(entry: dict[str, object], where: str) -> Identity:
     )
 
 
+@dataclass(frozen=True)
+class _TomlFloat:
+    """A TOML float as written in the file (tomllib's parse_float), read by _dollars."""
+
+    text: str
+
+    def __repr__(self) -> str:  # as the file shows it, in errors about a key that is no amount
+        return self.text
+
+
 def _dollars(value: object, where: str, key: str) -> float | None:
     if value is None:
         return None
+    if isinstance(value, _TomlFloat):
+        try:
+            value = parse_usd_text(value.text)
+        except ValueError as error:
+            raise IdentitiesError(f"{where}: {key}: {error}.") from None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise IdentitiesError(f"{where}: {key} must be a number of dollars, got {value!r}.")
     if not 0 <= value <= 1_000_000:

@@ -134,10 +134,16 @@ class SQLiteBackend:
         self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
-        # In WAL mode NORMAL still survives a killed process (the WAL is in the OS's hands at
-        # commit); it only gives up an fsync per commit, a cost on every ledger write (measured
-        # in bench/README.md).
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        # FULL: every commit is on disk before it returns (the WAL is synced at each commit).
+        # NORMAL in WAL mode survives a killed process but not a power loss or an OS crash: the
+        # last commits can roll back, and a payment marked signed (its authorization may have
+        # left the machine) would come back "reserved", which the abandoned-reservation pass
+        # then releases, uncounting money that may be spent. The pragma is per connection and
+        # this one connection serves every ledger call (any thread's), so it is set once, for
+        # every commit: switched around mark_signed, it would also cover, or miss, whatever else
+        # commits in between. Its cost, an fsync per commit, is measured in bench/README.md
+        # ("SQLite synchronous").
+        self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=30000")
         self._migrate()
 

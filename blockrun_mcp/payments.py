@@ -273,14 +273,14 @@ class PaidCall:
         *,
         tool: str,
         model: str,
-        estimate_usd: float | None,
+        estimate_atomic: int | None,
         approval: Approval = NO_APPROVAL,
         limit_atomic: int | None = None,
     ) -> None:
         self.budget = budget
         self.tool = tool
         self.model = model
-        self.estimate_usd = estimate_usd
+        self.estimate_atomic = estimate_atomic
         self.approval = approval
         self.limit_atomic = limit_atomic  # what is left of a larger approved sum (a consult's)
         self.holds: list[LedgerHold] = []
@@ -288,12 +288,12 @@ class PaidCall:
     @classmethod
     def resumed(cls, budget: SessionBudget, row: PaymentRow, *, tool: str) -> PaidCall:
         """The call that paid for `row`, picked up again (a video job resumed by its id)."""
-        call = cls(budget, tool=tool, model=row.model, estimate_usd=None)
+        call = cls(budget, tool=tool, model=row.model, estimate_atomic=None)
         call.holds.append(LedgerHold.of_row(budget.ledger, row))
         return call
 
     async def __call__(self, quote: Quote) -> LedgerHold:
-        self.budget.check_quote(quote.amount_atomic, self.estimate_usd)
+        self.budget.check_quote(quote.amount_atomic, self.estimate_atomic)
         if self.limit_atomic is not None and quote.amount_atomic > self.limit_atomic:
             raise PaymentRefused(
                 f"the quote {usd_text(quote.amount_atomic)} is more than the "
@@ -429,7 +429,7 @@ class Consult:
 
     Each paid member's request goes out as usual; its 402 quote comes to this object and waits.
     Once every member has a quote (or has failed before one), the whole is checked at once: each
-    quote against the per-call cap and its own estimate, the total (plus `extra_estimate_usd`,
+    quote against the per-call cap and its own estimate, the total (plus `extra_estimate_atomic`,
     the synthesis to come) against `max_cost_usd` and what is left of the session and daily
     budgets, and against BLOCKRUN_CONFIRM_ABOVE_USD by asking the person. If anything does not
     fit, every member is refused, with the breakdown, and nothing is signed. Otherwise each
@@ -441,17 +441,17 @@ class Consult:
         budget: SessionBudget,
         *,
         tool: str,
-        members: list[tuple[str, float | None]],
-        extra_estimate_usd: float,
-        max_cost_usd: float | None,
+        members: list[tuple[str, int | None]],
+        extra_estimate_atomic: int,
+        max_cost_atomic: int | None,
         approval: Approval = NO_APPROVAL,
     ) -> None:
         self.budget = budget
-        self.extra_estimate_usd = extra_estimate_usd
-        self.max_cost_usd = max_cost_usd
+        self.extra_estimate_atomic = extra_estimate_atomic
+        self.max_cost_atomic = max_cost_atomic
         self.approval = approval
         self.calls = [
-            ConsultCall(self, index, budget, tool=tool, model=model, estimate_usd=estimate)
+            ConsultCall(self, index, budget, tool=tool, model=model, estimate_atomic=estimate)
             for index, (model, estimate) in enumerate(members)
         ]
         self.quotes: dict[int, Quote] = {}
@@ -469,17 +469,15 @@ class Consult:
     @property
     def approved_atomic(self) -> int:
         """What the person (and the limits) approved: the quotes and the extra's estimate."""
-        return sum(q.amount_atomic for q in self.quotes.values()) + usd_to_atomic(
-            self.extra_estimate_usd
-        )
+        return sum(q.amount_atomic for q in self.quotes.values()) + self.extra_estimate_atomic
 
     def breakdown(self) -> str:
         parts = [
             f"{self.calls[i].model} {usd_text(q.amount_atomic)}"
             for i, q in sorted(self.quotes.items())
         ]
-        if self.extra_estimate_usd:
-            parts.append(f"synthesis about {usd_text(usd_to_atomic(self.extra_estimate_usd))}")
+        if self.extra_estimate_atomic:
+            parts.append(f"synthesis about {usd_text(self.extra_estimate_atomic)}")
         return ", ".join(parts)
 
     async def quoted(self, index: int, quote: Quote) -> None:
@@ -517,7 +515,7 @@ class Consult:
         problems = [f"{self.calls[i].model}: {why}" for i, why in sorted(self.unpayable.items())]
         for index, quote in sorted(self.quotes.items()):
             try:
-                self.budget.check_quote(quote.amount_atomic, self.calls[index].estimate_usd)
+                self.budget.check_quote(quote.amount_atomic, self.calls[index].estimate_atomic)
             except PaymentRefused as refused:
                 problems.append(f"{self.calls[index].model}: {refused.reason}")
         if problems:
@@ -527,30 +525,21 @@ class Consult:
                 limit="per-call cap",
             )
         total = self.approved_atomic
-        if self.max_cost_usd is not None and total > usd_to_atomic(self.max_cost_usd):
+        if self.max_cost_atomic is not None and total > self.max_cost_atomic:
             raise PaymentRefused(
                 f"the consult would cost {usd_text(total)} ({self.breakdown()}), more than "
-                f"max_cost_usd ${self.max_cost_usd:g}",
+                f"max_cost_usd {usd_text(self.max_cost_atomic, trim=True)}",
                 limit="max_cost_usd",
             )
         status = self.budget.status()
-        if total > usd_to_atomic(status.budget_remaining_usd):
-            session_left = status.session_limit_usd - status.session_spent_usd
-            daily_left = (
-                None
-                if status.daily_limit_usd is None
-                else status.daily_limit_usd - (status.daily_spent_usd or 0.0)
-            )
-            limit = (
-                "daily budget" if daily_left is not None and daily_left < session_left else "budget"
-            )
+        left = status.remaining_atomic
+        if total > left:
             raise PaymentRefused(
                 f"the consult would cost {usd_text(total)} ({self.breakdown()}), more than the "
-                f"${status.budget_remaining_usd:.6f} left of the {limit}",
-                limit=limit,
+                f"{usd_text(left)} left of the {status.limit_left}",
+                limit=status.limit_left,
             )
         models = ", ".join(self.calls[i].model for i in sorted(self.quotes))
-        left = usd_to_atomic(status.budget_remaining_usd)
         await self.approval.ask(total, f"a consult of {models}", lambda: left)
 
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from decimal import Decimal
 
 from blockrun_mcp.gateway_models import CatalogEntry
+from blockrun_mcp.money import price_to_atomic
 
-PLATFORM_FEE = 1.05
-OUTPUT_SHARE = 0.10  # the quote prices a tenth of max_tokens as output
-MINIMUM_USD = 0.001
+PLATFORM_FEE = Decimal("1.05")
+OUTPUT_SHARE = Decimal("0.10")  # the quote prices a tenth of max_tokens as output
+MINIMUM_USD = Decimal("0.001")
+MILLION = Decimal(10**6)  # catalog prices are per million tokens
 DEFAULT_MAX_TOKENS = 1024
 DEFAULT_IMAGE_SIZE = "1024x1024"
 DEFAULT_VIDEO_SECONDS = 5.0
@@ -42,15 +45,20 @@ def estimate_input_tokens(texts: Iterable[str]) -> int:
     return sum(math.ceil(len(text) / 4) + 4 for text in texts)
 
 
-def chat_cost_usd(entry: CatalogEntry, texts: Iterable[str], max_tokens: int) -> float:
-    """Estimated input at the input price + 10% of max_tokens at the output price, +5% fee."""
+def _exact(price: float) -> Decimal:
+    """A catalog price as the decimal it was written as ("0.25", not 0.25000000000000001)."""
+    return Decimal(repr(price))
+
+
+def chat_cost_atomic(entry: CatalogEntry, texts: Iterable[str], max_tokens: int) -> int:
+    """Estimated input at the input price + 10% of max_tokens at the output price, +5% fee,
+    at least $0.001: the gateway's formula, to the atomic unit it quotes."""
     if entry.is_free:
-        return 0.0
-    per_million = (
-        estimate_input_tokens(texts) * entry.input_price
-        + OUTPUT_SHARE * max_tokens * entry.output_price
-    )
-    return max(per_million / 1e6 * PLATFORM_FEE, MINIMUM_USD)
+        return 0
+    per_million = Decimal(estimate_input_tokens(texts)) * _exact(
+        entry.input_price
+    ) + OUTPUT_SHARE * Decimal(max_tokens) * _exact(entry.output_price)
+    return price_to_atomic(max(per_million / MILLION * PLATFORM_FEE, MINIMUM_USD))
 
 
 def image_price_usd(entry: CatalogEntry, size: str | None) -> float | None:
@@ -64,9 +72,9 @@ def image_price_usd(entry: CatalogEntry, size: str | None) -> float | None:
     return published.get(size, published.get(DEFAULT_IMAGE_SIZE, entry.flat_price))
 
 
-def image_cost_usd(entry: CatalogEntry, size: str | None, n: int = 1) -> float | None:
+def image_cost_atomic(entry: CatalogEntry, size: str | None, n: int = 1) -> int | None:
     price = image_price_usd(entry, size)
-    return None if price is None else price * n
+    return None if price is None else price_to_atomic(_exact(price) * n)
 
 
 def video_price_per_second(entry: CatalogEntry) -> float | None:
@@ -75,6 +83,8 @@ def video_price_per_second(entry: CatalogEntry) -> float | None:
     return PUBLISHED_VIDEO_PRICES.get(entry.id)
 
 
-def video_cost_usd(entry: CatalogEntry, seconds: float | None) -> float | None:
+def video_cost_atomic(entry: CatalogEntry, seconds: float | None) -> int | None:
     price = video_price_per_second(entry)
-    return None if price is None else price * (seconds or DEFAULT_VIDEO_SECONDS)
+    if price is None:
+        return None
+    return price_to_atomic(_exact(price) * _exact(seconds or DEFAULT_VIDEO_SECONDS))

@@ -19,7 +19,7 @@ from blockrun_mcp.catalog import filter_models as catalog_filter
 from blockrun_mcp.catalog import model_view
 from blockrun_mcp.gateway_models import CatalogEntry
 from blockrun_mcp.ledger import Ledger, PaymentRow
-from blockrun_mcp.money import atomic_to_usd
+from blockrun_mcp.money import atomic_to_usd, usd_text
 from blockrun_mcp.tables import money, render
 
 LEDGER_NAME = "ledger.sqlite3"
@@ -214,8 +214,8 @@ def spend_csv(payments: Iterable[PaymentRow]) -> str:
                 r.tool,
                 r.model,
                 r.status,
-                f"{atomic_to_usd(r.amount_atomic):.6f}",
-                "" if r.settled_atomic is None else f"{atomic_to_usd(r.settled_atomic):.6f}",
+                usd_text(r.amount_atomic, sign=False),
+                "" if r.settled_atomic is None else usd_text(r.settled_atomic, sign=False),
                 r.network,
                 r.tx_hash or "",
                 r.note,

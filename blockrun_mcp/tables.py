@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from blockrun_mcp.money import dollars
+
 COLOURS = {"green": "32", "yellow": "33", "red": "31", "bold": "1", "dim": "2"}
 
 
@@ -23,11 +25,7 @@ def paint(text: str, colour: str, enabled: bool) -> str:
 
 def money(value: float | None) -> str:
     """$1.00, $0.0035, $0.000001: at least cents, at most six decimals, no trailing zeros."""
-    if value is None:
-        return "-"
-    text = f"{value:.6f}".rstrip("0")
-    whole, _, decimals = text.partition(".")
-    return f"${whole}.{decimals.ljust(2, '0')}"
+    return "-" if value is None else dollars(value)
 
 
 def render(

@@ -61,7 +61,7 @@ def _signed(amount_atomic: int, nonce: str = "0x" + "11" * 32) -> SignedPayment:
 
 async def test_the_budget_layer_refuses_a_quote_over_the_per_call_cap_by_itself(ledger_store):
     budget = _budget(ledger_store, per_call=0.05)
-    approve = PaidCall(budget, tool="ask_model", model="m", estimate_usd=None)
+    approve = PaidCall(budget, tool="ask_model", model="m", estimate_atomic=None)
     with pytest.raises(PaymentRefused) as refused:
         await approve(_quote(50_001))
     assert refused.value.limit == "per-call cap" and "BLOCKRUN_MAX_PER_CALL_USD" in str(
@@ -75,7 +75,7 @@ async def test_the_budget_layer_refuses_a_quote_over_the_per_call_cap_by_itself(
 
 async def test_the_budget_layer_refuses_a_quote_past_the_session_budget(ledger_store):
     budget = _budget(ledger_store, session=0.10, per_call=0.10)
-    approve = PaidCall(budget, tool="ask_model", model="m", estimate_usd=None)
+    approve = PaidCall(budget, tool="ask_model", model="m", estimate_atomic=None)
     await approve(_quote(60_000))
     with pytest.raises(PaymentRefused) as refused:
         await approve(_quote(40_001))
@@ -86,7 +86,7 @@ async def test_the_budget_layer_refuses_a_quote_past_the_session_budget(ledger_s
 
 async def test_a_suspicious_quote_is_refused_by_the_budget_layer(ledger_store):
     budget = _budget(ledger_store, per_call=0.5)
-    approve = PaidCall(budget, tool="ask_model", model="m", estimate_usd=0.01)
+    approve = PaidCall(budget, tool="ask_model", model="m", estimate_atomic=10_000)
     with pytest.raises(PaymentRefused) as refused:
         await approve(_quote(31_000))  # > 1.5x and > $0.02 above the estimate
     assert refused.value.limit == "suspicious quote"
@@ -94,11 +94,11 @@ async def test_a_suspicious_quote_is_refused_by_the_budget_layer(ledger_store):
     assert len(budget.ledger.payments()) == 1
 
 
-@pytest.mark.parametrize(("estimate", "allowed"), [(0.03, 50_000), (0.10, 150_000)])
+@pytest.mark.parametrize(("estimate", "allowed"), [(30_000, 50_000), (100_000, 150_000)])
 async def test_the_suspicious_boundary_is_exact_in_atomic_units(ledger_store, estimate, allowed):
     """$0.05 against a $0.03 estimate is exactly $0.02 above: allowed (in floats it is not)."""
     budget = _budget(ledger_store, per_call=0.5)
-    approve = PaidCall(budget, tool="t", model="m", estimate_usd=estimate)
+    approve = PaidCall(budget, tool="t", model="m", estimate_atomic=estimate)
     with pytest.raises(PaymentRefused):
         await approve(_quote(allowed + 1))
     await approve(_quote(allowed))
@@ -108,7 +108,7 @@ async def test_the_suspicious_boundary_is_exact_in_atomic_units(ledger_store, es
 @pytest.mark.parametrize("claimed", ["0", "1", "49999", "50001", "٣", "", "lots"])
 async def test_settling_books_the_signed_amount_whatever_the_receipt_claims(ledger_store, claimed):
     budget = _budget(ledger_store)
-    approve = PaidCall(budget, tool="ask_model", model="m", estimate_usd=None)
+    approve = PaidCall(budget, tool="ask_model", model="m", estimate_atomic=None)
     hold = await approve(_quote(50_000))
     await hold.signed(_signed(50_000))
     await hold.settle(SettlementReceipt(transaction="0xfeed", amount=claimed))
@@ -121,7 +121,7 @@ async def test_settling_books_the_signed_amount_whatever_the_receipt_claims(ledg
 
 async def test_an_honest_receipt_leaves_no_note(ledger_store):
     budget = _budget(ledger_store)
-    call = PaidCall(budget, tool="t", model="m", estimate_usd=None)
+    call = PaidCall(budget, tool="t", model="m", estimate_atomic=None)
     hold = await call(_quote(50_000))
     await hold.signed(_signed(50_000))
     await hold.settle(SettlementReceipt(transaction="0xfeed", amount="50000"))
@@ -133,7 +133,7 @@ async def test_an_honest_receipt_leaves_no_note(ledger_store):
 
 async def test_a_claim_after_signing_is_recorded_and_keeps_counting(ledger_store):
     budget = _budget(ledger_store)
-    call = PaidCall(budget, tool="t", model="m", estimate_usd=None)
+    call = PaidCall(budget, tool="t", model="m", estimate_atomic=None)
     hold = await call(_quote(50_000))
     await hold.signed(_signed(50_000))
     await hold.record_claim("the gateway said PAYMENT_INVALID")

@@ -616,7 +616,7 @@ async def test_a_quote_exactly_two_cents_above_the_estimate_is_not_suspicious(tm
 
     ledger = Ledger(tmp_path / "ledger.sqlite3")
     budget = SessionBudget(ledger, "s", Limits(1.0, 0.5, None), "base")
-    approve = PaidCall(budget, tool="ask_model", model="m", estimate_usd=0.02)
+    approve = PaidCall(budget, tool="ask_model", model="m", estimate_atomic=20_000)
     requirement = terms(GOOD_OPTION).accepts[0]
     with pytest.raises(PaymentRefused) as refused:
         await approve(Quote(40_001, requirement, "POST", "https://gateway.example/api"))

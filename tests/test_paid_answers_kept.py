@@ -332,3 +332,69 @@ async def test_the_failure_text_never_shows_nan_when_the_ledger_cannot_be_read(s
         text = await h.fail("ask_model", {"prompt": "q", "model": GPT})
         assert "nan" not in text.lower()
         assert "Budget remaining: unknown" in text
+
+
+# --- boundaries the mutation pass asked for -------------------------------------------------
+
+
+async def test_a_settlement_booked_elsewhere_first_is_what_memory_says(tmp_path):
+    """The reconciler (or a team's other instance) released the payment before this call's
+    answer came in: the call's memory says what the ledger says, not "settled"."""
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    payment_id = reserve(ledger, 5_000)
+    assert ledger.mark_signed(payment_id, "0x" + "22" * 32, valid_before=2**40)
+    assert ledger.mark_released(payment_id, "expired unused (another process)")
+    hold = LedgerHold(ledger, payment_id, 5_000)
+    hold.nonce = "0x" + "22" * 32
+    await hold.settle(SettlementReceipt(success=True, transaction="0x" + "cd" * 32))
+    assert not hold.settled and not hold.settled_here and hold.released
+    ledger.close()
+
+
+async def test_the_synthesis_alone_below_the_threshold_still_counts_with_the_members(
+    sandbox, tmp_path
+):
+    """Members $0.002, synthesis quoted $0.004: each below $0.005, together above it, and above
+    what the consult was let through for; a client that cannot ask is refused the synthesis."""
+    env = {"BLOCKRUN_CONFIRM_ABOVE_USD": "0.005"}
+    async with open_server(tmp_path, sandbox, env=env) as h:
+        sandbox.state.set_faults(quote_percent=400, quote_models=[SYNTHESIZER])
+        result = await h.ok("ask_models", CONSULT)
+    assert "BLOCKRUN_CONFIRM_ABOVE_USD" in result["synthesis"]["error"]
+    assert len(sandbox.state.payments_seen) == 2
+
+
+@pytest.mark.parametrize(("max_cost", "paid"), [("0.003", 3), ("0.002999", 0)])
+async def test_max_cost_usd_allows_exactly_its_amount(sandbox, tmp_path, max_cost, paid):
+    """Three calls at the $0.001 minimum: $0.003 is allowed to the last unit, synthesis
+    included; a unit less refuses the consult before anything is signed."""
+    async with open_server(tmp_path, sandbox) as h:
+        result = await h.call("ask_models", {**CONSULT, "max_cost_usd": float(max_cost)})
+    assert len(sandbox.state.payments_seen) == paid
+    if paid:
+        assert result.structured_content["synthesis"]["content"]
+        assert result.structured_content["cost_usd"] == 0.003
+    else:
+        assert result.is_error and "max_cost_usd" in result.content[0].text
+
+
+@pytest.mark.parametrize(("session", "paid"), [("0.002", 2), ("0.001999", 0)])
+async def test_a_consult_may_spend_exactly_what_is_left(sandbox, tmp_path, session, paid):
+    env = {"BLOCKRUN_SESSION_BUDGET_USD": session}
+    async with open_server(tmp_path, sandbox, env=env) as h:
+        result = await h.call("ask_models", {"prompt": "edge", "models": [GPT, NANO]})
+    assert len(sandbox.state.payments_seen) == paid
+    assert result.is_error == (paid == 0)
+
+
+async def test_a_member_whose_signature_was_never_recorded_costs_nothing(sandbox, tmp_path):
+    """The ledger fails as one member records its signature, and again as it lets it go: the
+    member was never sent, so it cost nothing, in its answer and in the total."""
+    async with open_server(tmp_path, sandbox) as h:
+        fail_statements(h.ledger, "UPDATE payments SET status=", times=2)
+        result = await h.ok("ask_models", {"prompt": "one fails", "models": [GPT, NANO]})
+    failed = [a for a in result["answers"] if a["error"]]
+    assert len(failed) == 1 and failed[0]["cost_usd"] == 0
+    assert len(sandbox.state.payments_seen) == 1
+    value = int(sandbox.state.payments_seen[0]["payload"]["authorization"]["value"])
+    assert result["cost_usd"] == value / 1e6

@@ -417,9 +417,13 @@ async def test_postgres_restarted_mid_load_fails_closed_and_the_same_instances_r
     moved = f"Its payment of ${usd(q):.6f} settled: it is counted as spent"
     refused: dict[str, int] = Counter()
     paid_but_failed: dict[str, int] = Counter()
+    unbooked_answers: dict[str, int] = Counter()  # answered, their booking left for a retry
     for phase, found in results.items():
         for _, result in found:
             if not result.is_error:
+                note = (result.structured_content or {}).get("note") or ""
+                if "booking is retried" in note:
+                    unbooked_answers[phase] += 1
                 continue
             text = error_text(result, "ask_model")
             assert "ledger's PostgreSQL" in text and "cannot be used" in text, text
@@ -430,8 +434,10 @@ async def test_postgres_restarted_mid_load_fails_closed_and_the_same_instances_r
                 assert "Nothing was signed" in text and "Its payment" not in text, text
                 refused[phase] += 1
     # Cut while reserving: failed closed, before signing. Cut while booking what the gateway
-    # had settled: the error says the money moved, and never that nothing was signed.
-    assert refused["reserving"] >= 1 and paid_but_failed["in flight"] >= 1, (refused, outputs)
+    # had settled: the paid answer still comes back, saying its booking is retried (issue 19;
+    # an error could only say the money moved, and the person would have paid for nothing).
+    assert refused["reserving"] >= 1, (refused, outputs)
+    assert unbooked_answers["in flight"] >= 1, (unbooked_answers, paid_but_failed, outputs)
 
     # No payment reached the gateway without its ledger row, written before it left; and only
     # the calls that succeeded, or that say their payment settled, sent one.
@@ -450,7 +456,9 @@ async def test_postgres_restarted_mid_load_fails_closed_and_the_same_instances_r
     released = [row for row in booked if row["status"] == "released"]
     assert all(row["nonce"] is None for row in released), released
     unbooked = [row for row in booked if row["status"] not in ("settled", "released")]
-    assert [row["status"] for row in unbooked] == ["signed"] * sum(paid_but_failed.values())
+    # (An instance's own pass may have booked some of the retried ones meanwhile.)
+    assert {row["status"] for row in unbooked} <= {"signed"}
+    assert len(unbooked) <= sum(paid_but_failed.values()) + sum(unbooked_answers.values())
     assert {row["nonce"].lower() for row in unbooked} <= set(settled)
     assert sum(settled.values()) == total(fresh_database, "day", utc_day())
     # The chain's word (the sandbox's authorizationState) books them.

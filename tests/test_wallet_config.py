@@ -345,7 +345,7 @@ def test_config_values(tmp_path):
         ("BLOCKRUN_SESSION_BUDGET_USD", "-1", "0 or more"),
         ("BLOCKRUN_MAX_PER_CALL_USD", "nan", "0 or more"),
         ("BLOCKRUN_DAILY_BUDGET_USD", "inf", "0 or more"),
-        ("BLOCKRUN_DAILY_BUDGET_USD", "1e12", "implausibly"),
+        ("BLOCKRUN_DAILY_BUDGET_USD", "2000000", "implausibly"),
         ("BLOCKRUN_NETWORK", "ethereum", "base-sepolia"),
         ("BLOCKRUN_API_URL", "ftp://x", "http(s)"),
         ("BLOCKRUN_API_URL", "http://evil.example/api", "https"),

@@ -11,6 +11,7 @@ import math
 from decimal import Decimal
 from typing import Any
 
+from blockrun_mcp.money import price_to_atomic, usd_text
 from blockrun_mcp.sandbox.catalog import ModelEntry
 
 DEFAULT_MAX_TOKENS = 1024
@@ -68,10 +69,11 @@ def video_quote_usd(
 
 
 def to_atomic(usd: Decimal) -> int:
-    """Whole USDC atomic units, rounded up so the gateway never undercharges."""
-    return math.ceil(usd * ATOMIC_PER_USD)
+    """Whole USDC atomic units, rounded up so the gateway never undercharges (the rule the
+    client's estimates follow too: money.price_to_atomic)."""
+    return price_to_atomic(usd)
 
 
 def atomic_to_usd_text(amount: int) -> str:
     """'0.025685' for 25685: the informational `price.amount` of a 402 body."""
-    return f"{Decimal(amount) / ATOMIC_PER_USD:.6f}"
+    return usd_text(amount, sign=False)

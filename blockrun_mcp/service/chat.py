@@ -100,7 +100,7 @@ class Chat:
                 threads.check(
                     thread_id, caller.owner
                 )  # before anything else: unknown costs nothing
-            selection = service.workspace(caller.roots).select(files) if files else Selection()
+            selection = await service.select_files(caller.roots, files) if files else Selection()
             entry = await service.model(model, "chat")
             tokens = arguments.max_tokens_for(max_tokens, entry)
             if effort is not None and not takes_effort(entry):
@@ -115,7 +115,7 @@ class Chat:
                     caller,
                     tool="ask_model",
                     model=entry.id,
-                    estimate_usd=pricing.chat_cost_usd(entry, texts, tokens),
+                    estimate_atomic=pricing.chat_cost_atomic(entry, texts, tokens),
                 )
                 async with (
                     call,

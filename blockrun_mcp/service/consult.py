@@ -82,7 +82,7 @@ class Consulting:
                     if not takes_effort(entry):
                         raise ToolFailure(await no_effort(service, entry))
             synthesizer = await service.model(synthesize_with, "chat") if synthesize_with else None
-            selection = service.workspace(caller.roots).select(files) if files else Selection()
+            selection = await service.select_files(caller.roots, files) if files else Selection()
             context = conversation([], system, selection.files, prompt)
             plans = []
             for entry in entries:
@@ -92,17 +92,17 @@ class Consulting:
             synthesis_estimate = (
                 _synthesis_estimate(synthesizer, context, [t for _, t in plans])
                 if synthesizer
-                else 0.0
+                else 0
             )
             consult = Consult(
                 budget,
                 tool="ask_models",
                 members=[
-                    (entry.id, pricing.chat_cost_usd(entry, _texts(context), tokens))
+                    (entry.id, pricing.chat_cost_atomic(entry, _texts(context), tokens))
                     for entry, tokens in plans
                 ],
-                extra_estimate_usd=synthesis_estimate,
-                max_cost_usd=max_cost_usd,
+                extra_estimate_atomic=synthesis_estimate,
+                max_cost_atomic=None if max_cost_usd is None else usd_to_atomic(max_cost_usd),
                 approval=service.approval(caller),
             )
             answers = await self._ask_all(consult, plans, context, effort, caller, prompt)
@@ -229,7 +229,7 @@ class Consulting:
             budget,
             tool="ask_models",
             model=entry.id,
-            estimate_usd=pricing.chat_cost_usd(entry, [text], tokens),
+            estimate_atomic=pricing.chat_cost_atomic(entry, [text], tokens),
             # What was approved covers the members and the synthesis's estimate; a quote past
             # it is asked about again, never signed on the first yes.
             approval=FollowUpApproval(
@@ -278,12 +278,12 @@ def _texts(context: Context) -> list[str]:
     return [message.content for message in context.messages]
 
 
-def _synthesis_estimate(entry: CatalogEntry, context: Context, answer_tokens: list[int]) -> float:
+def _synthesis_estimate(entry: CatalogEntry, context: Context, answer_tokens: list[int]) -> int:
     """An upper bound: the question and every answer at its full max_tokens."""
     question = sum(len(text) for text in _texts(context))
     chars = question + 4 * sum(answer_tokens) + len(SYNTHESIS_ASK) + 20 * len(answer_tokens)
     tokens = min(SYNTHESIS_MAX_TOKENS, entry.max_output or SYNTHESIS_MAX_TOKENS)
-    return pricing.chat_cost_usd(entry, ["x" * chars], tokens)
+    return pricing.chat_cost_atomic(entry, ["x" * chars], tokens)
 
 
 def _raise_if_refused_as_a_whole(consult: Consult, answers: list[ConsultAnswer]) -> None:

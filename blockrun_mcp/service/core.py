@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from blockrun_mcp.ledger import Ledger
     from blockrun_mcp.payments import Reconciliation
     from blockrun_mcp.threads import ThreadStore
-    from blockrun_mcp.workspace import Workspace
+    from blockrun_mcp.workspace import Selection, Workspace
 
 log = logging.getLogger("blockrun_mcp")
 
@@ -128,13 +128,47 @@ class BlockrunService:
         return self._threads
 
     def workspace(self, client_roots: list[str] | None) -> Workspace:
-        """Where `files` may come from for this call (the client's roots first)."""
+        """Where `files` may come from for this call (the client's roots first), and what is
+        never sent from it: our own files (refused by identity, so a hard link under another
+        name is refused too) and any file holding the wallet's key. Blocking (it indexes our
+        directories and may load the wallet): see select_files."""
+        from blockrun_mcp.wallet import key_file_candidates
         from blockrun_mcp.workspace import Workspace, workspace_roots
 
         config = self.config
         roots = workspace_roots(client_roots, list(config.workspace), self.start_dir)
-        private = [config.data_dir, config.output_dir, config.home / ".blockrun"]
-        return Workspace(roots, forbidden=private)
+        ledger = config.data_dir / "ledger.sqlite3"
+        if self._ledger is not None and self._ledger.path is not None:
+            ledger = self._ledger.path
+        private = [
+            config.data_dir,
+            config.output_dir,
+            config.home / ".blockrun",
+            *key_file_candidates(config.home),
+            *(ledger.with_name(ledger.name + end) for end in ("", "-wal", "-shm", "-journal")),
+        ]
+        if config.tokens_file is not None:
+            private.append(config.tokens_file)
+        wallet = self._loaded_wallet()
+        if wallet is not None and Path(wallet.source).is_absolute():
+            private.append(Path(wallet.source))
+        # The key itself, so a copy of it under any name is refused too (never shown).
+        key = wallet.reveal_private_key() if wallet is not None else None
+        return Workspace(roots, forbidden=private, private_key=key)
+
+    def _loaded_wallet(self) -> Wallet | None:
+        """The wallet if there is one that loads; None (never an error) otherwise: a call
+        with files but no wallet (a free model) is still checked for every other file."""
+        try:
+            return self.wallet()
+        except WalletError:
+            return None
+
+    async def select_files(self, client_roots: list[str] | None, specs: list[str]) -> Selection:
+        """A call's `files`, chosen and read in a worker thread: walking, matching, stats and
+        reads are blocking work that must never hold the event loop (every other call and
+        session waits on it)."""
+        return await anyio.to_thread.run_sync(lambda: self.workspace(client_roots).select(specs))
 
     def session(
         self, key: str, identity: Identity | None = None, *, per_session: bool = True
@@ -192,13 +226,13 @@ class BlockrunService:
         *,
         tool: str,
         model: str,
-        estimate_usd: float | None,
+        estimate_atomic: int | None,
     ) -> PaidCall:
         return PaidCall(
             budget,
             tool=tool,
             model=model,
-            estimate_usd=estimate_usd,
+            estimate_atomic=estimate_atomic,
             approval=self.approval(caller),
         )
 

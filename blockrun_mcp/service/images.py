@@ -39,7 +39,7 @@ class Images:
                 caller,
                 tool="generate_image",
                 model=entry.id,
-                estimate_usd=pricing.image_cost_usd(entry, size),
+                estimate_atomic=pricing.image_cost_atomic(entry, size),
             )
             async with (
                 call,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from blockrun_mcp import pricing
 from blockrun_mcp.catalog import filter_models, kind_of, model_view
 from blockrun_mcp.gateway_models import CatalogEntry
+from blockrun_mcp.money import atomic_to_usd
 from blockrun_mcp.results import Estimate, ModelInfo, ModelList
 from blockrun_mcp.service import arguments
 from blockrun_mcp.service.caller import NOBODY_IN_PARTICULAR, Caller
@@ -48,16 +49,16 @@ class Models:
             kind = kind_of(entry)
             if kind == "image":
                 arguments.image_size(size)
-                cost = pricing.image_cost_usd(entry, size)
+                cost = pricing.image_cost_atomic(entry, size)
                 basis = f"per image at {size or pricing.DEFAULT_IMAGE_SIZE}"
             elif kind == "video":
                 seconds = arguments.duration_for(duration_seconds, entry)
-                cost = pricing.video_cost_usd(entry, seconds)
+                cost = pricing.video_cost_atomic(entry, seconds)
                 basis = f"{seconds:g} s of video"
             else:
                 tokens = arguments.max_tokens_for(max_tokens, entry)
-                sent = self.service.workspace(caller.roots).select(files).files if files else []
-                cost = pricing.chat_cost_usd(entry, [with_files(sent, prompt or "")], tokens)
+                sent = (await self.service.select_files(caller.roots, files)).files if files else []
+                cost = pricing.chat_cost_atomic(entry, [with_files(sent, prompt or "")], tokens)
                 basis = (
                     "free model"
                     if entry.is_free
@@ -67,7 +68,7 @@ class Models:
                     basis += f"; {len(sent)} file(s), about {sum(f.tokens for f in sent)} tokens"
             if cost is None:
                 raise ToolFailure(f"No price is known for {entry.id}.")
-            return Estimate(model=entry.id, estimated_usd=round(cost, 6), basis=basis)
+            return Estimate(model=entry.id, estimated_usd=atomic_to_usd(cost), basis=basis)
 
     async def _any_kind(self, model: str) -> CatalogEntry:
         wanted = arguments.model_id(model) if isinstance(model, str) else None

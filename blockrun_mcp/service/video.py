@@ -115,7 +115,7 @@ class Video:
                 caller,
                 tool="generate_video",
                 model=entry.id,
-                estimate_usd=pricing.video_cost_usd(entry, seconds),
+                estimate_atomic=pricing.video_cost_atomic(entry, seconds),
             )
             async with call:
                 async with call.deadline(service.config.call_timeout_s, "BLOCKRUN_CALL_TIMEOUT_S"):

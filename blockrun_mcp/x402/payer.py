@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 
 from blockrun_mcp import safe_json
-from blockrun_mcp.money import atomic_to_usd, parse_atomic
+from blockrun_mcp.money import atomic_to_usd, parse_atomic, usd_text
 from blockrun_mcp.x402.codec import parse_payment_required, read_receipt, rejection_code
 from blockrun_mcp.x402.errors import (
     AnswerTooLarge,
@@ -114,7 +114,7 @@ async def approve_everything(quote: Quote) -> PaymentHold:
 async def refuse_payment(quote: Quote) -> PaymentHold:
     """The approval hook of requests that must never pay (a catalog, a media download)."""
     raise PaymentRefused(
-        f"{quote.url} asked for a payment of ${quote.amount_usd:.6f} on a request that is not "
+        f"{quote.url} asked for a payment of {usd_text(quote.amount_atomic)} on a request that is not "
         "allowed to pay"
     )
 

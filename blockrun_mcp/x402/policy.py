@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from blockrun_mcp.money import atomic_to_usd
+from blockrun_mcp.money import usd_text
 from blockrun_mcp.x402.errors import PaymentRefused
 from blockrun_mcp.x402.models import PaymentRequired, PaymentRequirement
 from blockrun_mcp.x402.networks import NetworkSpec, network_for_id
@@ -58,8 +58,7 @@ class SigningPolicy:
             return "amount is zero"
         if amount > self.max_atomic:
             return (
-                f"amount ${atomic_to_usd(amount):.6f} is above the per-call cap "
-                f"${atomic_to_usd(self.max_atomic):.6f}"
+                f"amount {usd_text(amount)} is above the per-call cap {usd_text(self.max_atomic)}"
             )
         if not 0 < requirement.maxTimeoutSeconds <= self.max_timeout_seconds:
             return (
