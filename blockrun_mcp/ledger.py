@@ -319,7 +319,8 @@ class Ledger:
         reservation (another process released it): the caller must not send.
 
         Reserved and signed count the same amount, so no total moves: one statement, committed
-        on its own (as durable as every commit here: it survives a killed process).
+        on its own, durably (SQLite's synchronous=FULL, PostgreSQL's default): after a power
+        loss it is still signed, so never released as a reservation nobody signed.
         """
         try:
             result = self.store.run(

@@ -107,15 +107,19 @@ class Approval:
             return
         assert self.threshold_usd is not None
         if self.confirm is None:
-            raise ApprovalUnavailable(self.threshold_usd, amount_atomic)
-        message = (
-            f"Pay {usd_text(amount_atomic)} in USDC for {what}? "
-            f"{usd_text(remaining())} of the budget is left before it."
-        )
-        if not await self.confirm(message):
+            raise ApprovalUnavailable(self.threshold_usd, self.total(amount_atomic))
+        question = f"{self.question(amount_atomic, what)} {usd_text(remaining())} of the budget "
+        if not await self.confirm(question + "is left before it."):
             raise PaymentRefused(
                 f"you declined to pay {usd_text(amount_atomic)} for {what}", limit="declined"
             )
+
+    def total(self, amount_atomic: int) -> int:
+        """What the call costs with this payment."""
+        return amount_atomic
+
+    def question(self, amount_atomic: int, what: str) -> str:
+        return f"Pay {usd_text(amount_atomic)} in USDC for {what}?"
 
 
 NO_APPROVAL = Approval(None, None)
@@ -132,25 +136,18 @@ class FollowUpApproval(Approval):
         self.approved_atomic = approved_atomic  # what the person (or the threshold) allowed
 
     def needed(self, amount_atomic: int) -> bool:
-        total = self.spent_atomic + amount_atomic
+        total = self.total(amount_atomic)
         return super().needed(total) and total > self.approved_atomic
 
-    async def ask(self, amount_atomic: int, what: str, remaining: Remaining) -> None:
-        if not self.needed(amount_atomic):
-            return
-        total = self.spent_atomic + amount_atomic
-        assert self.threshold_usd is not None
-        if self.confirm is None:
-            raise ApprovalUnavailable(self.threshold_usd, total)
-        message = (
+    def total(self, amount_atomic: int) -> int:
+        return self.spent_atomic + amount_atomic
+
+    def question(self, amount_atomic: int, what: str) -> str:
+        return (
             f"Pay {usd_text(amount_atomic)} more in USDC for {what}? With it the call costs "
-            f"{usd_text(total)}, above the {usd_text(self.approved_atomic)} approved. "
-            f"{usd_text(remaining())} of the budget is left before it."
+            f"{usd_text(self.total(amount_atomic))}, above the {usd_text(self.approved_atomic)} "
+            "approved."
         )
-        if not await self.confirm(message):
-            raise PaymentRefused(
-                f"you declined to pay {usd_text(amount_atomic)} more for {what}", limit="declined"
-            )
 
 
 class ReservationLost(BlockrunError):
