@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from blockrun_mcp.ledger import DEFAULT_IDENTITY
-from blockrun_mcp.money import atomic_to_usd, usd_text, usd_to_atomic
+from blockrun_mcp.money import atomic_to_usd, dollars, usd_text, usd_to_atomic
 from blockrun_mcp.x402.errors import PaymentRefused
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ class SessionBudget:
             raise ValueError(
                 f"The session limit can only be lowered: it is "
                 f"{usd_text(usd_to_atomic(self.session_limit_usd))} now (configured "
-                f"{usd_text(usd_to_atomic(self.configured.session_usd), trim=True)}). The user sets it with "
+                f"{dollars(self.configured.session_usd)}). The user sets it with "
                 "BLOCKRUN_SESSION_BUDGET_USD; a new session starts at that."
             )
         self.session_limit_usd = new_limit_usd

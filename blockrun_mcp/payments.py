@@ -231,11 +231,8 @@ class LedgerHold:
         self.unbooked = None
         if booked:
             self.settled = self.settled_here = True
-            return
-        # No longer open: another process (a reconciler, a team's instance) booked it first.
-        row = self.ledger.payment(self.payment_id)
-        self.settled = row is not None and row.status == "settled"
-        self.released = row is not None and row.status == "released"
+        else:  # no longer open: another process (a reconciler, a team's instance) closed it
+            self._read_back()
 
     async def record_claim(self, claim: str) -> None:
         self.ledger.add_note(self.payment_id, claim)
@@ -244,9 +241,14 @@ class LedgerHold:
         """Only for a payment never signed, or whose signature never left (rules 1 and 3)."""
         if self.ledger.mark_released(self.payment_id, reason):
             self.released = True
-            return
-        row = self.ledger.payment(self.payment_id)  # released meanwhile by another pass?
-        self.released = row is not None and row.status == "released"
+        else:  # no longer open: released (or settled) meanwhile by another pass
+            self._read_back()
+
+    def _read_back(self) -> None:
+        """What the ledger says this payment became, when another process closed it first."""
+        row = self.ledger.payment(self.payment_id)
+        status = row.status if row is not None else None
+        self.settled, self.released = status == "settled", status == "released"
 
     @property
     def is_open(self) -> bool:

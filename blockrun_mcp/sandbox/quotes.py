@@ -19,7 +19,6 @@ DEFAULT_VIDEO_SECONDS = 5
 PLATFORM_FEE = Decimal("1.05")
 OUTPUT_SHARE = Decimal("0.10")  # the quote prices a tenth of max_tokens as output
 MINIMUM_USD = Decimal("0.001")
-ATOMIC_PER_USD = Decimal(10**6)
 
 
 def message_text(content: Any) -> str:

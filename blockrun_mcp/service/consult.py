@@ -110,7 +110,7 @@ class Consulting:
             synthesis, synthesis_atomic = None, 0
             if synthesizer is not None and any(a.content for a in answers):
                 synthesis, synthesis_atomic = await self._synthesize(
-                    budget, synthesizer, prompt, answers, consult, max_cost_usd, caller
+                    budget, synthesizer, prompt, answers, consult, caller
                 )
             total = sum(call.cost_atomic for call in consult.calls) + synthesis_atomic
             failed = [a.model for a in answers if a.error]
@@ -212,7 +212,6 @@ class Consulting:
         prompt: str,
         answers: list[ConsultAnswer],
         consult: Consult,
-        max_cost_usd: float | None,
         caller: Caller,
     ) -> tuple[Synthesis, int]:
         """The synthesis, and what it cost in atomic units."""
@@ -224,7 +223,8 @@ class Consulting:
             text += f"\n\nAnswer {label}:\n{_anonymous(answer)}"
         tokens = min(SYNTHESIS_MAX_TOKENS, entry.max_output or SYNTHESIS_MAX_TOKENS)
         spent = sum(member.cost_atomic for member in consult.calls)
-        limit = None if max_cost_usd is None else max(0, usd_to_atomic(max_cost_usd) - spent)
+        cap = consult.max_cost_atomic
+        limit = None if cap is None else max(0, cap - spent)
         call = PaidCall(
             budget,
             tool="ask_models",

@@ -137,6 +137,8 @@ class BlockrunService:
 
         config = self.config
         roots = workspace_roots(client_roots, list(config.workspace), self.start_dir)
+        # Named on their own as well as under their directories: they are indexed first, so a
+        # walk cut short by its cap (a huge media dir) still knows them.
         ledger = config.data_dir / "ledger.sqlite3"
         if self._ledger is not None and self._ledger.path is not None:
             ledger = self._ledger.path
