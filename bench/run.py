@@ -3,6 +3,7 @@
     .venv/bin/python bench/run.py                 # full run, writes BENCHMARKS.md (a few minutes)
     .venv/bin/python bench/run.py --latency-ms 200
     .venv/bin/python bench/run.py --smoke         # tiny counts, checks it works, writes nothing
+    .venv/bin/python bench/run.py --only locked   # one group of figures (repeatable), writes nothing
 
 The sandbox gateway runs as its own process (`blockrun-mcp sandbox`), blockrun-mcp as a stdio
 subprocess exactly as an MCP host starts it, and the baselines against the same sandbox in the
@@ -66,6 +67,8 @@ class Settings:
     team_rounds: int  # rounds per layout (1 instance, 4 instances)
     sync_cycles: int  # ledger cycles per SQLite synchronous level, in the bench's process
     sync_calls: int  # pairs: a stdio server on synchronous=FULL against one on NORMAL
+    locked_calls: int  # free calls per condition per round, with the ledger's day row locked or not
+    locked_rounds: int  # rounds of the conditions, taking turns
 
 
 @dataclass
@@ -1166,24 +1169,33 @@ def fund(sandbox: Sandbox, key: str, usd: float) -> None:
 
 
 async def bench_postgres(
-    settings: Settings, sandbox: Sandbox, env: dict[str, str], home: Path
-) -> list[Figure]:
-    names = [
-        "paid ask_model with the PostgreSQL ledger against the SQLite ledger, 0 ms model "
-        "latency (median)",
-        f"{TEAM_INSTANCES} HTTP instances on one PostgreSQL ledger against 1: throughput of "
-        f"{settings.team_clients} concurrent clients, {settings.latency_ms} ms model latency",
-    ]
+    settings: Settings, sandbox: Sandbox, env: dict[str, str], home: Path, parts: list[str]
+) -> dict[str, Figure]:
+    """The PostgreSQL figures named in `parts` ("ledger", "team", "locked"), by those names."""
+    names = {
+        "ledger": "paid ask_model with the PostgreSQL ledger against the SQLite ledger, 0 ms "
+        "model latency (median)",
+        "team": f"{TEAM_INSTANCES} HTTP instances on one PostgreSQL ledger against 1: "
+        f"throughput of {settings.team_clients} concurrent clients, {settings.latency_ms} ms "
+        "model latency",
+        "locked": "free ask_model while paid calls wait on the ledger's locked day row, against "
+        "while they go through (median)",
+    }
+    benches = {"ledger": bench_ledger_call, "team": bench_team, "locked": bench_locked_free}
     with postgres() as server:
         if server.url is None:
-            return [
-                Figure(name, f"not measured ({server.why_not})", "", None, REPORTED, None)
-                for name in names
-            ]
-        call = await bench_ledger_call(settings, sandbox, env, home, server)
-        team = await bench_team(settings, sandbox, env, home, server)
-    call.name, team.name = names
-    return [call, team]
+            return {
+                part: Figure(
+                    names[part], f"not measured ({server.why_not})", "", None, REPORTED, None
+                )
+                for part in parts
+            }
+        figures = {
+            part: await benches[part](settings, sandbox, env, home, server) for part in parts
+        }
+    for part, figure in figures.items():
+        figure.name = names[part]
+    return figures
 
 
 async def bench_ledger_call(
@@ -1462,6 +1474,198 @@ async def bench_team(
     )
 
 
+# --- 11b. a free call while paid calls wait on the ledger's locked day row --------------------
+
+FREE_MODEL = "nvidia/gpt-oss-120b"  # free in the sandbox's catalog: it never reserves or signs
+LOCKED_PAID = 2  # paid calls kept going beside the free calls, through or waiting on the lock
+# Held by another connection, in an open transaction: every reservation locks this row (the
+# server runs with BLOCKRUN_DAILY_BUDGET_USD), so a paid call waits on it.
+HOLD_DAY_ROW = "SELECT key FROM totals WHERE scope = 'day' FOR UPDATE"
+LOCK_WAITERS = (
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'"
+)
+LOCKED_CONDITIONS = ["unlocked", "locked", "alone"]  # rotated each round
+
+
+async def free_call(server: Server) -> None:
+    result = await server.client.call_tool(
+        "ask_model", {"prompt": PROMPT, "model": FREE_MODEL, "max_tokens": MAX_TOKENS}
+    )
+    if result.is_error:
+        raise RuntimeError(f"a free call failed: {result.content[0].text}")
+    if result.structured_content["cost_usd"] != 0:
+        raise RuntimeError(f"{FREE_MODEL} was not free: {result.structured_content['cost_usd']}")
+
+
+class PaidLoop:
+    """`count` paid ask_model calls kept going through one client, each followed by the next,
+    until stopped; every outcome counted (went through, or failed with the error's text)."""
+
+    def __init__(self, server: Server, count: int) -> None:
+        self.server = server
+        self.paid = 0
+        self.failures: list[str] = []
+        self._stop = asyncio.Event()
+        self._tasks = [asyncio.create_task(self._loop()) for _ in range(count)]
+
+    async def _loop(self) -> None:
+        while not self._stop.is_set():
+            result = await self.server.client.call_tool(
+                "ask_model", {"prompt": PROMPT, "model": MODEL, "max_tokens": MAX_TOKENS}
+            )
+            if result.is_error:
+                self.failures.append(result.content[0].text)
+            else:
+                self.paid += 1
+
+    def stopping(self) -> None:
+        """No new calls; those under way go on (`finish` waits for them)."""
+        self._stop.set()
+
+    async def finish(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+
+
+async def lock_waiters(watcher: Any, database: str, count: int, seconds: float = 20) -> None:
+    """Until `count` backends of `database` wait on a lock (the paid calls' reservations)."""
+    deadline = time.monotonic() + seconds
+    while watcher.execute(LOCK_WAITERS, (database,)).fetchone()[0] < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{count} paid calls did not come to wait on the locked row")
+        await asyncio.sleep(0.005)
+
+
+async def bench_locked_free(
+    settings: Settings, sandbox: Sandbox, env: dict[str, str], home: Path, server: Postgres
+) -> Figure:
+    """Free calls' latency while `LOCKED_PAID` paid calls wait on the day's totals row, held by
+    another connection, against while the same paid calls go through; and alone (a note)."""
+    import psycopg
+
+    from blockrun_mcp.ledger_postgres import LOCK_TIMEOUT_SECONDS
+
+    assert server.url
+    key = "0x" + secrets.token_hex(32)
+    fund(sandbox, key, 1000)
+    times: dict[str, list[list[float]]] = {name: [] for name in LOCKED_CONDITIONS}
+    waiting: list[int] = []  # backends waiting on a lock as each locked measurement ended
+    paid = {"unlocked": 0, "locked": 0}  # paid calls that went through, by condition
+    timeouts: list[str] = []  # paid calls that reached the lock_timeout (locked condition)
+    load = os.getloadavg()[0]
+    before = sandbox.settled()
+    with fresh_database(server.url) as (url, database):
+        locked_env = env | {
+            "BLOCKRUN_WALLET_KEY": key,
+            "BLOCKRUN_DATA_DIR": str(home / "ledger-locked"),
+            "BLOCKRUN_LEDGER_URL": url,
+            "BLOCKRUN_DAILY_BUDGET_USD": "1000",
+        }
+        async with Server(locked_env) as ours:
+            await ours.ask()  # one paid call first: the day's totals row exists from here on
+            for _ in range(3):  # warm the free path
+                await free_call(ours)
+            watcher = psycopg.connect(url, autocommit=True, connect_timeout=10)
+            holder = psycopg.connect(url, connect_timeout=10)  # its SELECT opens a transaction
+            try:
+                rows = watcher.execute("SELECT count(*) FROM totals WHERE scope = 'day'")
+                if rows.fetchone()[0] != 1:
+                    raise RuntimeError("the paid call left no day's totals row to lock")
+
+                async def measure(name: str) -> None:
+                    times[name].append(
+                        [await timed(free_call(ours)) for _ in range(settings.locked_calls)]
+                    )
+
+                async def beside_paid(name: str) -> None:
+                    if name == "locked" and len(holder.execute(HOLD_DAY_ROW).fetchall()) != 1:
+                        raise RuntimeError("the day's totals row was not locked")
+                    loop = PaidLoop(ours, LOCKED_PAID)
+                    try:
+                        if name == "locked":  # every paid call waits on the row before we time
+                            await lock_waiters(watcher, database, LOCKED_PAID)
+                        else:  # every paid call has gone through once: the loop is in stride
+                            while loop.paid < LOCKED_PAID and not loop.failures:
+                                await asyncio.sleep(0.002)
+                        await measure(name)
+                        if name == "locked":
+                            waiting.append(watcher.execute(LOCK_WAITERS, (database,)).fetchone()[0])
+                            if loop.paid:
+                                raise RuntimeError("a paid call went through the locked row")
+                    finally:
+                        loop.stopping()
+                        if name == "locked":
+                            holder.rollback()  # the waiting calls go on, and through
+                        await loop.finish()
+                    if name == "locked":
+                        timeouts.extend(loop.failures)
+                        if any("lock_timeout" not in text for text in loop.failures):
+                            raise RuntimeError(f"a paid call failed otherwise: {loop.failures}")
+                    elif loop.failures:
+                        raise RuntimeError(f"a paid call failed: {loop.failures[0]}")
+                    paid[name] += loop.paid
+
+                for index in range(settings.locked_rounds):
+                    shift = index % len(LOCKED_CONDITIONS)
+                    for name in LOCKED_CONDITIONS[shift:] + LOCKED_CONDITIONS[:shift]:
+                        await (measure(name) if name == "alone" else beside_paid(name))
+            finally:
+                holder.rollback()
+                holder.close()
+                watcher.close()
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            statuses = dict(
+                conn.execute("SELECT status, count(*) FROM payments GROUP BY status").fetchall()
+            )
+    went_through = 1 + paid["unlocked"] + paid["locked"]
+    if statuses != {"settled": went_through} or sandbox.settled() - before != went_through:
+        raise RuntimeError(
+            f"the ledger holds {statuses} and the sandbox settled {sandbox.settled() - before} "
+            f"payments; {went_through} paid calls went through"
+        )
+    ms = {
+        name: statistics.median(t for r in rounds for t in r) * 1000
+        for name, rounds in times.items()
+    }
+    ratio = ms["locked"] / ms["unlocked"]
+
+    def per_round(name: str) -> str:
+        return ", ".join(f"{statistics.median(r) * 1000:.1f}" for r in times[name])
+
+    each = settings.locked_calls * settings.locked_rounds
+    return Figure(
+        "",
+        f"{ms['locked']:.1f} ms (the day's totals row locked, {LOCKED_PAID} paid calls waiting)",
+        f"{ms['unlocked']:.1f} ms (the same {LOCKED_PAID} paid calls going through)",
+        ratio,
+        "<= 1.5x",
+        ratio <= 1.5,
+        [
+            f"free ask_model ({FREE_MODEL}, never reserves), one at a time, {each} per "
+            f"condition in {settings.locked_rounds} rounds of {settings.locked_calls}, the "
+            "conditions taking turns; one stdio server on a PostgreSQL ledger "
+            f"({server.shown}) with BLOCKRUN_DAILY_BUDGET_USD set, so every reservation locks "
+            "the day's totals row; 0 ms model latency",
+            "locked: another connection holds `SELECT key FROM totals WHERE scope='day' FOR "
+            f"UPDATE` in an open transaction, and {LOCKED_PAID} paid ask_model calls are kept "
+            "going, started again as they fail; checked: they were all waiting on a lock before "
+            f"the free calls began, {', '.join(map(str, waiting))} backends were at the end of "
+            "each round, and none went through while the row was held; "
+            f"{len(timeouts)} reached the ledger's lock_timeout ({LOCK_TIMEOUT_SECONDS:g} s) "
+            "and failed with nothing signed",
+            f"unlocked: the same {LOCKED_PAID} paid calls in a loop, going through "
+            f"({paid['unlocked']} in all); alone, with no paid call: {ms['alone']:.1f} ms "
+            f"(locked / alone = {ms['locked'] / ms['alone']:.2f}x; the unlocked paid calls keep "
+            "the server, the sandbox and PostgreSQL busy, the waiting ones do not)",
+            f"per-round medians (ms): locked {per_round('locked')}; unlocked "
+            f"{per_round('unlocked')}; alone {per_round('alone')}",
+            f"checked: the ledger holds all {went_through} paid calls that went through, "
+            "settled, and nothing else (no reservation or signature left by a failed one); "
+            f"load average (1 min) {load:.1f} before, {os.getloadavg()[0]:.1f} after",
+        ],
+    )
+
+
 # --- 12. SQLite synchronous=FULL (durable signed payments) against NORMAL ----------------------
 
 SYNC_LEVELS = {"FULL": 2, "NORMAL": 1}
@@ -1721,37 +1925,57 @@ def render(figures: list[Figure], settings: Settings, elapsed: float) -> str:
     return "\n".join(lines)
 
 
-async def main_async(settings: Settings) -> list[Figure]:
+# What `--only` selects by ("paid": the figures of bench_paid, from the paid call to ask_models
+# and RSS; "sync": both SQLite synchronous figures), and the order figures are printed in.
+FIGURE_GROUPS = ("tools", "spawn", "paid", "ledger", "team", "locked", "sync", "tree")
+ORDER = [
+    "spawn",
+    "paid",
+    "burst",
+    "files",
+    "thread",
+    "consult",
+    "consult_cpu",
+    "ledger",
+    "team",
+    "locked",
+    "sync_ledger",
+    "sync_call",
+    "tree",
+    "tools",
+    "rss",
+]
+
+
+async def main_async(settings: Settings, only: list[str] | None = None) -> list[Figure]:
+    """Every figure, or those of the groups in `only` (FIGURE_GROUPS)."""
+    wanted = set(only or FIGURE_GROUPS)
+    figures: dict[str, Figure] = {}
     with Sandbox() as sandbox, tempfile.TemporaryDirectory() as home:
         env = server_env(sandbox, Path(home))
-        tools = bench_tools_list(env)
-        spawn = bench_spawn(settings, env, ours_warm=True)
-        workspace = Path(home) / "workspace"
-        workspace.mkdir()
-        paid, burst, rss, files, thread, consult, consult_cpu = await bench_paid(
-            settings, sandbox, env | {"BLOCKRUN_WORKSPACE": str(workspace)}, workspace
-        )
-        ledger, team = await bench_postgres(settings, sandbox, env, Path(home))
-        sync_ledger, sync_call = await bench_sqlite_synchronous(settings, sandbox, env)
-        tree_root = Path(home) / "tree"
-        tree_root.mkdir()
-        tree = bench_tree(settings, tree_root)
-    return [
-        spawn,
-        paid,
-        burst,
-        files,
-        thread,
-        consult,
-        consult_cpu,
-        ledger,
-        team,
-        sync_ledger,
-        sync_call,
-        tree,
-        tools,
-        rss,
-    ]
+        if "tools" in wanted:
+            figures["tools"] = bench_tools_list(env)
+        if "spawn" in wanted:  # our server was just spawned for tools/list: its files are warm
+            figures["spawn"] = bench_spawn(settings, env, ours_warm="tools" in wanted)
+        if "paid" in wanted:
+            workspace = Path(home) / "workspace"
+            workspace.mkdir()
+            paid = await bench_paid(
+                settings, sandbox, env | {"BLOCKRUN_WORKSPACE": str(workspace)}, workspace
+            )
+            keys = ["paid", "burst", "rss", "files", "thread", "consult", "consult_cpu"]
+            figures.update(zip(keys, paid, strict=True))
+        parts = [part for part in ("ledger", "team", "locked") if part in wanted]
+        if parts:
+            figures.update(await bench_postgres(settings, sandbox, env, Path(home), parts))
+        if "sync" in wanted:
+            sync = await bench_sqlite_synchronous(settings, sandbox, env)
+            figures.update(zip(["sync_ledger", "sync_call"], sync, strict=True))
+        if "tree" in wanted:
+            tree_root = Path(home) / "tree"
+            tree_root.mkdir()
+            figures["tree"] = bench_tree(settings, tree_root)
+    return [figures[key] for key in ORDER if key in figures]
 
 
 def main() -> None:
@@ -1765,6 +1989,12 @@ def main() -> None:
         "--latency-ms", type=int, default=200, help="simulated model latency (default 200)"
     )
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=list(FIGURE_GROUPS),
+        help="only this group of figures (repeatable); prints them, writes nothing",
+    )
     args = parser.parse_args()
     if args.smoke:
         settings = Settings(
@@ -1788,6 +2018,8 @@ def main() -> None:
             team_rounds=1,
             sync_cycles=10,
             sync_calls=3,
+            locked_calls=3,
+            locked_rounds=1,
         )
     else:
         settings = Settings(
@@ -1811,13 +2043,15 @@ def main() -> None:
             team_rounds=5,
             sync_cycles=1000,
             sync_calls=150,
+            locked_calls=60,
+            locked_rounds=3,
         )
     started = time.monotonic()
-    figures = asyncio.run(main_async(settings))
+    figures = asyncio.run(main_async(settings, args.only))
     elapsed = time.monotonic() - started
     report = render(figures, settings, elapsed)
     print(report)
-    if not settings.smoke:
+    if not settings.smoke and not args.only:
         args.output.write_text(report)
         print(f"written to {args.output}", file=sys.stderr)
 

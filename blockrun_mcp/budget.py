@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from blockrun_mcp.ledger import DEFAULT_IDENTITY
 from blockrun_mcp.money import atomic_to_usd, dollars, usd_text, usd_to_atomic
+from blockrun_mcp.off_loop import off_loop
 from blockrun_mcp.x402.errors import PaymentRefused
 
 if TYPE_CHECKING:
@@ -170,6 +171,20 @@ class SessionBudget:
     def remaining_usd(self) -> float:
         return self.status().budget_remaining_usd
 
+    # Off the event loop (off_loop.py): what tool calls use, so a database that waits holds only
+    # the call that asked, never the loop.
+    async def astatus(self) -> BudgetStatus:
+        return await off_loop(self.status)
+
+    async def aremaining_usd(self) -> float:
+        return (await self.astatus()).budget_remaining_usd
+
+    async def aremaining_atomic(self) -> int:
+        return (await self.astatus()).remaining_atomic
+
+    async def areserve(self, amount_atomic: int, *, tool: str, model: str) -> int:
+        return await off_loop(self.reserve, amount_atomic, tool=tool, model=model)
+
     def remaining_atomic(self) -> int:
         return self.status().remaining_atomic
 
@@ -232,6 +247,9 @@ class SessionBudget:
                     if self.identity_daily_usd is None
                     else usd_to_atomic(self.identity_daily_usd)
                 ),
+                # Lock only the totals a limit is checked on: instances of a team must not all
+                # queue on the shared session row or the day's when no limit uses them.
+                lock_all_totals=False,
             )
         except LimitExceeded as exc:
             raise PaymentRefused(

@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Identities for `serve --transport http`, kept in BLOCKRUN_HTTP_TOKENS_FILE (TOML, hashes\n"
         "only: the file holds no secret). `token add` makes a random bearer token, prints it\n"
         "once and appends its SHA-256 with the identity's budgets; `token list` shows who is\n"
-        "there. A running server reads the file when it starts.",
+        "there. A running server re-reads the file within a second of a change.",
         "examples:\n  blockrun-mcp token add alice --daily-budget 2.00 --file team/tokens.toml\n"
         "  blockrun-mcp token add ci-bot --daily-budget 0.50 --max-per-call 0.05\n"
         "  blockrun-mcp token list",
@@ -642,7 +642,7 @@ def _token(args: argparse.Namespace) -> None:
         "  claude mcp add --transport http blockrun https://YOUR-SERVER/mcp \\\n"
         f'    --header "Authorization: Bearer {made}"\n'
         + (
-            f"A server reads the file when it starts: restart it to let {args.name} in."
+            f"A running server re-reads the file within a second: {args.name} is let in now."
             if os.environ.get("BLOCKRUN_HTTP_TOKENS_FILE", "").strip()
             else f"A server reads it only if told: set BLOCKRUN_HTTP_TOKENS_FILE={path} in its "
             "environment, and (re)start it."

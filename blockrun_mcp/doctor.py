@@ -310,11 +310,28 @@ def _budgets(config: Config, checks: list[Check]) -> None:
             )
         )
     checks.extend(problems or [Check("budgets", OK, summary)])
+    checks.append(Check("session budget", OK, session_scope(config)))
+
+
+def session_scope(config: Config) -> str:
+    """What one session budget covers on this configuration (README, "Session budgets")."""
+    if config.shared_ledger:
+        return (
+            "over HTTP there are no sessions: each identity's daily budget (tokens file) on every "
+            "instance; over stdio, the server process"
+        )
+    return (
+        "over stdio, the server process; over HTTP, each MCP session, owned by the identity "
+        "that opened it, else (2026-07-28 clients, which have no sessions) the identity on "
+        "this server since it started"
+    )
 
 
 # --- a team's deployment: identities and the PostgreSQL ledger -------------------------------
 
-MAX_CLOCK_SKEW_SECONDS = 5.0  # days, reservations' ages and instances' heartbeats use our clock
+# Instances' heartbeats and liveness use the database's clock; the UTC day of a payment (and so
+# which daily budget it counts in) still uses each instance's own.
+MAX_CLOCK_SKEW_SECONDS = 5.0
 
 
 def _team(env: dict[str, str], config: Config, checks: list[Check]) -> None:
@@ -414,7 +431,7 @@ def _shared_ledger(config: Config, checks: list[Check]) -> None:
                     WARN,
                     f"the database's clock and this machine's differ by {skew:+.1f} s",
                     "run NTP (chrony, systemd-timesyncd) on every instance and on the database "
-                    "server: days and instances' heartbeats are judged by the clocks",
+                    "server: each instance dates its payments' UTC day by its own clock",
                 )
             )
         ledger = Ledger(store)

@@ -12,17 +12,25 @@ Only the tokens' hashes are stored, so the file can be read by whoever deploys t
 `blockrun-mcp token add` makes a token, prints it once and appends its hash. BLOCKRUN_HTTP_TOKEN
 keeps working as one more identity, "default", with no budget of its own. The wallet's
 BLOCKRUN_DAILY_BUDGET_USD still caps all identities together.
+
+A running HTTP server re-reads the file when it changes (LiveIdentities), so `token add` and a
+removed entry take effect without a restart. A file it can no longer read or accept makes it
+refuse every request until the file is fixed: it never goes on with the old list, nor with none.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import logging
 import math
 import os
 import re
 import secrets
+import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +40,9 @@ from blockrun_mcp.money import parse_usd_text
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 TOKEN_BYTES = 32  # 256 bits, url-safe base64: 43 characters
+# How often a serving process looks at the tokens file: one stat per this many seconds at most,
+# on the request path (no thread of its own), and a re-read only when the stat changed.
+RECHECK_SECONDS = 1.0
 DEFAULT = "default"  # the identity of BLOCKRUN_HTTP_TOKEN, stdio, and an open loopback server
 AMOUNT_KEYS = ("daily_budget_usd", "max_per_call_usd")
 # An amount given as a TOML integer, `daily_budget_usd = VALUE  # comment`: tomllib reads `+5`,
@@ -54,6 +65,9 @@ class Identity:
     token_sha256: str
     daily_budget_usd: float | None = None
     max_per_call_usd: float | None = None
+    # Where this identity's `files` come from over HTTP (absolute server paths); None: the
+    # server's BLOCKRUN_WORKSPACE, and without that `files` is refused.
+    workspace: tuple[Path, ...] | None = None
 
     def __repr__(self) -> str:  # the hash is not a secret, but it need not be in logs either
         return f"Identity({self.name!r})"
@@ -84,6 +98,16 @@ class Identities:
     def __bool__(self) -> bool:
         return bool(self.by_name)
 
+    # Why the identities cannot be used any more (LiveIdentities), else None.
+    failure: str | None = None
+
+    def requires_token(self) -> bool:
+        """Whether a request needs a bearer token. A fixed set needs one when it is not empty."""
+        return bool(self.by_name)
+
+    def refresh(self) -> None:
+        """Catch up with the tokens file (LiveIdentities); a fixed set has nothing to catch up."""
+
     def __len__(self) -> int:
         return len(self.by_name)
 
@@ -98,6 +122,109 @@ class Identities:
             if hmac.compare_digest(digest, identity.token_sha256):
                 found = identity
         return found
+
+
+log = logging.getLogger(__name__)
+# What a tokens file's stat says about its content: a change of any of them means read it again.
+# ctime changes with chmod and chown too, so a file made unreadable is noticed like an edit.
+StatKey = tuple[int, int, int, int, int]
+
+
+def _stat_key(path: Path) -> StatKey:
+    found = path.stat()
+    return (found.st_mtime_ns, found.st_ctime_ns, found.st_size, found.st_ino, found.st_dev)
+
+
+class LiveIdentities(Identities):
+    """The identities of a serving process, kept in step with the tokens file.
+
+    `refresh()` runs on the request path: it looks at the file's stat at most once per
+    `recheck_seconds` and reads the file again only when that changed. A file that cannot be read
+    or checked any more sets `failure`, and the transport then refuses every request: the old
+    list would keep a revoked token working, an empty one would open the server. `on_change` hears
+    of every new list, so what belonged to a removed identity can be let go at once.
+    """
+
+    def __init__(
+        self,
+        path: Path | None,
+        single_token: str | None,
+        *,
+        check: Callable[[Identities], None] | None = None,
+        recheck_seconds: float = RECHECK_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = path
+        self.single_token = single_token
+        self.check = check
+        self.recheck_seconds = recheck_seconds
+        self.clock = clock
+        self.failure = None
+        self.on_change: Callable[[Identities], None] | None = None
+        # The stat before the read: a change in between is then seen at the next check.
+        self._key: StatKey | None = None
+        if path is not None:
+            with contextlib.suppress(OSError):  # read_file says what is wrong with it
+                self._key = _stat_key(path)
+        # At start, an unusable file is an error for the one starting the server, before it serves.
+        super().__init__(list(self._read().by_name.values()))
+        self._next_check = clock() + recheck_seconds
+
+    def requires_token(self) -> bool:
+        # Configured with a file, a token is always needed: a file emptied later means nobody.
+        return self.path is not None or super().requires_token()
+
+    def refresh(self) -> None:
+        if self.path is None or self.clock() < self._next_check:
+            return
+        self._next_check = self.clock() + self.recheck_seconds
+        try:
+            key = _stat_key(self.path)
+        except OSError as exc:
+            self._fail(f"The tokens file {self.path} cannot be read ({exc.strerror or exc}).")
+            return
+        if key == self._key:
+            return  # unchanged: still good, or still broken in the same way
+        self._key = key
+        try:
+            current = self._read()
+        except IdentitiesError as exc:
+            self._fail(exc.message)
+            return
+        self._use(current)
+
+    def _read(self) -> Identities:
+        identities = Identities.load(self.path, self.single_token)
+        if self.check is not None:
+            self.check(identities)
+        return identities
+
+    def _fail(self, problem: str) -> None:
+        if problem != self.failure:  # once per problem, not once per request
+            where = "" if str(self.path) in problem else f" (the tokens file {self.path})"
+            log.error(
+                "blockrun-mcp: %s%s. Every HTTP request is refused (503) until it is fixed.",
+                problem.rstrip("."),
+                where,
+            )
+        self.failure = problem
+
+    def _use(self, current: Identities) -> None:
+        before, after = set(self.by_name), set(current.by_name)
+        if self.failure is not None:
+            log.warning("blockrun-mcp: the tokens file %s is readable again.", self.path)
+        self.failure = None
+        self.by_name = current.by_name
+        changed = sorted(after - before), sorted(before - after)
+        if any(changed):
+            log.warning(
+                "blockrun-mcp: the tokens file changed: %d identities (added: %s; removed: %s).",
+                len(after),
+                ", ".join(changed[0]) or "none",
+                ", ".join(changed[1]) or "none",
+            )
+        if self.on_change is not None:
+            self.on_change(self)
 
 
 def read_file(path: Path) -> list[Identity]:
@@ -141,7 +268,7 @@ def read_file(path: Path) -> list[Identity]:
 
 
 def _identity(entry: dict[str, object], where: str) -> Identity:
-    unknown = set(entry) - {"name", "token_sha256", *AMOUNT_KEYS}
+    unknown = set(entry) - {"name", "token_sha256", "workspace", *AMOUNT_KEYS}
     if unknown:
         raise IdentitiesError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}.")
     name = entry.get("name")
@@ -164,7 +291,27 @@ def _identity(entry: dict[str, object], where: str) -> Identity:
         max_per_call_usd=_dollars(
             entry.get("max_per_call_usd"), f"{where} ({name})", "max_per_call_usd"
         ),
+        workspace=_workspace(entry.get("workspace"), f"{where} ({name})"),
     )
+
+
+def _workspace(value: object, where: str) -> tuple[Path, ...] | None:
+    """`workspace = "/srv/project"` or a list of such: absolute directories on the server."""
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items or not all(isinstance(i, str) for i in items):
+        raise IdentitiesError(
+            f"{where}: workspace must be an absolute directory on the server, or a list of them."
+        )
+    paths = tuple(Path(item) for item in items)
+    relative = [str(path) for path in paths if not path.is_absolute()]
+    if relative:
+        raise IdentitiesError(
+            f"{where}: workspace must name absolute directories on the server, got "
+            f"{', '.join(relative)}."
+        )
+    return paths
 
 
 @dataclass(frozen=True)

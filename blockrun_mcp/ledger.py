@@ -13,10 +13,18 @@ The SQL here is written once, for two stores (one interface, two implementations
 
 Running totals per session, per day and per identity and day are kept in the same transaction
 as every status change, so checking a budget is a lookup, not a sum over every payment.
+
+Every public method may be called from several threads at once (the server runs them in worker
+threads, off its event loop): the stores serialize what must be serialized (SQLite: one
+connection under a lock; PostgreSQL: a pool, one connection per transaction), and what this
+module keeps in memory (the reservations calls hold, the settlements not booked yet) is guarded
+by a lock. No call waits on the store without bound: a lock held too long by someone else ends
+in LedgerBusy, a StoreUnavailable, and nothing half done.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -39,8 +47,12 @@ COUNTED_SQL = (
     "CASE WHEN status='settled' THEN COALESCE(settled_atomic, amount_atomic)"
     " WHEN status IN ('reserved','signed') THEN amount_atomic ELSE 0 END"
 )
-# The totals a payment moves: its session's, its day's, and its identity's that day.
-TOTAL_SCOPES = ("session", "day", "identity-day")
+# The totals a payment moves: its identity's that day, its day's, and its session's; in the one
+# order every transaction takes their rows (see total_keys). (Earlier versions took them sorted
+# by name: day, identity-day, session. While instances of both run on one database, during an
+# upgrade, two of them can deadlock on one person's rows: PostgreSQL ends one transaction after
+# its deadlock_timeout, which fails closed as LedgerBusy.)
+TOTAL_SCOPES = ("identity-day", "day", "session")
 
 
 def counted_atomic(status: str, amount_atomic: int, settled_atomic: int | None) -> int:
@@ -61,10 +73,30 @@ def identity_day(identity: str, day: str) -> str:
 def total_keys(session: str, day: str, identity: str) -> list[tuple[str, str]]:
     """The totals rows a payment moves, in the one order every transaction takes them (a
     reservation locks them so, a settlement updates them so): two transactions never wait on
-    each other in a cycle (PostgreSQL would abort one as a deadlock)."""
-    return sorted(
-        [("session", session), ("day", day), ("identity-day", identity_day(identity, day))]
-    )
+    each other in a cycle (PostgreSQL would abort one as a deadlock).
+
+    The order is TOTAL_SCOPES': one person's row first, the rows everyone shares last (the day,
+    and the one session of a team's stateless instances), so that a reservation checking only
+    a person's budget locks only that person's row (`locked_keys`), and takes the shared ones
+    last, at its increments, for a moment."""
+    keys = {"identity-day": identity_day(identity, day), "day": day, "session": session}
+    return [(scope, keys[scope]) for scope in TOTAL_SCOPES]
+
+
+def locked_keys(keys: list[tuple[str, str]], limited_scopes: set[str]) -> list[tuple[str, str]]:
+    """Of `keys` (in total_keys' order), the rows a reservation must lock before it checks: those
+    of the limits it checks, and the rows before the last of them in that one order.
+
+    The rows after it are not locked up front: nothing is checked against them, and their
+    increments at the end of the transaction (`Ledger._add`, in the same order) take them last,
+    for a moment. So every transaction still takes its rows in the one order (no deadlock, with
+    any mix of limits across instances), and a shared row nobody limits (a team's one session
+    row; the day, without a wallet budget) is not held while every reservation checks and
+    records. The rows before the last limited one stay locked: taking them later would take them
+    out of the order.
+    """
+    last = max((i for i, (scope, _) in enumerate(keys) if scope in limited_scopes), default=-1)
+    return keys[: last + 1]
 
 
 @dataclass(frozen=True)
@@ -111,11 +143,34 @@ _IN_FLIGHT: dict[str, set[int]] = {}
 # Settlements a call received but could not book (the store failed at that moment), per store:
 # payment id -> (settled amount, transaction, note). Retried by `book_unbooked_settlements`.
 _UNBOOKED: dict[str, dict[int, tuple[int, str | None, str]]] = {}
+# Guards both (every Ledger of the process, any thread); held for memory only, never across a
+# statement.
+_MEMORY = threading.Lock()
 
 
 class StoreUnavailable(BlockrunError):
     """The ledger's store (the team's PostgreSQL) cannot be used right now. Whoever called says
     what became of the money: a reservation that failed means nothing was signed."""
+
+
+class LedgerBusy(StoreUnavailable):
+    """The store is up, but what a call needed was held by another transaction (or process) for
+    longer than the store waits: a row lock (PostgreSQL's lock_timeout), the database's write
+    lock (SQLite's busy timeout), a statement past statement_timeout, or a deadlock. The call's
+    transaction was rolled back whole. `reason` says which, as a sentence."""
+
+    def __init__(self, reason: str, *, nothing_signed: bool = False) -> None:
+        self.reason = reason
+        after = (
+            "Nothing was signed (no reservation was recorded); try again in a moment."
+            if nothing_signed
+            else "Try again in a moment."
+        )
+        super().__init__(f"{reason} {after}")
+
+    def for_reservation(self) -> LedgerBusy:
+        """The same, said of a reservation: nothing was signed."""
+        return LedgerBusy(self.reason, nothing_signed=True)
 
 
 class LimitExceeded(Exception):
@@ -147,7 +202,11 @@ class Tx(Protocol):
 
 
 class Backend(Protocol):
-    """A store the ledger's SQL runs on: SQLite (ledger_sqlite) or PostgreSQL (ledger_postgres)."""
+    """A store the ledger's SQL runs on: SQLite (ledger_sqlite) or PostgreSQL (ledger_postgres).
+
+    Safe to call from several threads at once. A wait on another transaction's lock that lasts
+    longer than the store allows raises LedgerBusy; a store that cannot be used at all raises
+    StoreUnavailable. Either way the transaction was rolled back."""
 
     kind: str
     read_only: bool
@@ -159,14 +218,17 @@ class Backend(Protocol):
         """One statement, committed on its own."""
 
     def lock_totals(self, tx: Tx, keys: list[tuple[str, str]]) -> None:
-        """Hold the totals rows `keys` until `tx` ends (PostgreSQL); SQLite's IMMEDIATE
-        transaction already holds the whole database."""
+        """Hold the totals rows `keys` (some of total_keys', in its order; they are created when
+        missing) until `tx` ends (PostgreSQL); SQLite's IMMEDIATE transaction already holds the
+        whole database."""
 
     def owner(self) -> dict[str, object]:
         """The columns that say which process reserved a payment (to release it if it dies)."""
 
     def abandoned_reservations(self, tx: Tx) -> list[int]:
-        """Reservations whose process (or instance) is gone: they never reached signing."""
+        """Reservations whose process (or instance) is gone: they never reached signing. Judged
+        on one clock: the database server's (PostgreSQL: heartbeats written and compared with
+        its now()), or none (SQLite: the reserving pid is alive or not, on this one host)."""
 
     def close(self) -> None: ...
 
@@ -183,8 +245,9 @@ class Ledger:
         self.path = Path(store.where) if store.kind == "sqlite" else None
         # Reservations a call of this process still holds; shared by every Ledger of this
         # process on the same store (a SQLite file's owner is the pid, not the Ledger).
-        self._in_flight = _IN_FLIGHT.setdefault(store.where, set())
-        self._unbooked = _UNBOOKED.setdefault(store.where, {})
+        with _MEMORY:
+            self._in_flight = _IN_FLIGHT.setdefault(store.where, set())
+            self._unbooked = _UNBOOKED.setdefault(store.where, {})
         if not store.read_only:
             self.release_abandoned_reservations()
 
@@ -243,7 +306,19 @@ class Ledger:
             + " AND ".join(f"{column} = ?" for column in owner),
             list(owner.values()),
         ).rows
-        return [row["id"] for row in rows if row["id"] not in self._in_flight]
+        # A reservation is held (in flight) before its transaction commits (see `reserve`), so a
+        # committed one this reads is never taken for stranded while its call still runs.
+        with _MEMORY:
+            return [row["id"] for row in rows if row["id"] not in self._in_flight]
+
+    def _hold(self, payment_id: int) -> None:
+        with _MEMORY:
+            self._in_flight.add(payment_id)
+
+    def _let_go(self, payment_id: int | None) -> None:
+        if payment_id is not None:
+            with _MEMORY:
+                self._in_flight.discard(payment_id)
 
     # --- reservations --------------------------------------------------------------------
 
@@ -259,6 +334,7 @@ class Ledger:
         daily_limit_atomic: int | None,
         identity: str = DEFAULT_IDENTITY,
         identity_daily_limit_atomic: int | None = None,
+        lock_all_totals: bool = True,
     ) -> int:
         """Atomically check the session, daily and identity limits and record a reservation.
 
@@ -267,43 +343,68 @@ class Ledger:
         concurrent reservation on the same session, day or identity waits, then sees this one.
         Row locks rather than SERIALIZABLE: they serialize only the reservations that compete
         for the same budget, and never make a caller retry a failed transaction.
+
+        `lock_all_totals=False` locks only the rows the limits given (not None) are checked on,
+        and those before them in the one order (`locked_keys`); True, the default, locks all
+        three, as before. Every row is incremented either way, at the end, in the same order: an
+        increment (`counted_atomic = counted_atomic + x`) is atomic per row, and one that waits
+        for a checking reservation's lock adds to the total that reservation committed, so a
+        check is never made on a total missing a committed reservation. A row that stays locked
+        by another transaction longer than the store waits (PostgreSQL's lock_timeout, SQLite's
+        busy timeout) ends the reservation in LedgerBusy: rolled back, nothing signed.
         """
         now = time.time()
         day = utc_day(now)
         keys = total_keys(session, day, identity)
-        with self.store.transaction() as tx:
-            self.store.lock_totals(tx, keys)
-            spent = {
-                row["scope"]: int(row["counted_atomic"])
-                for row in tx.execute(
-                    "SELECT scope, counted_atomic FROM totals WHERE (scope = ? AND key = ?)"
-                    " OR (scope = ? AND key = ?) OR (scope = ? AND key = ?)",
-                    [value for pair in keys for value in pair],
-                ).rows
-            }
-            checks = (
-                ("budget", "session", session_limit_atomic),
-                ("identity budget", "identity-day", identity_daily_limit_atomic),
-                ("daily budget", "day", daily_limit_atomic),
-            )
-            for limit, scope, limit_atomic in checks:
-                used = spent.get(scope, 0)
-                if limit_atomic is not None and used + amount_atomic > limit_atomic:
-                    raise LimitExceeded(limit, max(0, limit_atomic - used))
-            owner = self.store.owner()
-            columns = ["created_at", "updated_at", "day", "session", "tool", "model"]
-            columns += ["amount_atomic", "status", "network", "identity", *owner]
-            values = [now, now, day, session, tool, model, amount_atomic, "reserved", network]
-            values += [identity, *owner.values()]
-            row = tx.execute(
-                f"INSERT INTO payments ({', '.join(columns)})"
-                f" VALUES ({', '.join('?' * len(values))}) RETURNING id",
-                values,
-            ).one()
-            assert row is not None
-            self._add(tx, session, day, identity, amount_atomic)
-            payment_id = int(row["id"])
-        self._in_flight.add(payment_id)  # a call holds it, until it is signed or closed
+        checks = (
+            ("budget", "session", session_limit_atomic),
+            ("identity budget", "identity-day", identity_daily_limit_atomic),
+            ("daily budget", "day", daily_limit_atomic),
+        )
+        limited = {scope for _, scope, limit_atomic in checks if limit_atomic is not None}
+        locked = keys if lock_all_totals else locked_keys(keys, limited)
+        payment_id: int | None = None
+        try:
+            with self.store.transaction() as tx:
+                spent: dict[str, int] = {}
+                if locked:
+                    self.store.lock_totals(tx, locked)
+                    spent = {
+                        row["scope"]: int(row["counted_atomic"])
+                        for row in tx.execute(
+                            "SELECT scope, counted_atomic FROM totals WHERE "
+                            + " OR ".join("(scope = ? AND key = ?)" for _ in locked),
+                            [value for pair in locked for value in pair],
+                        ).rows
+                    }
+                for limit, scope, limit_atomic in checks:
+                    used = spent.get(scope, 0)
+                    if limit_atomic is not None and used + amount_atomic > limit_atomic:
+                        raise LimitExceeded(limit, max(0, limit_atomic - used))
+                owner = self.store.owner()
+                columns = ["created_at", "updated_at", "day", "session", "tool", "model"]
+                columns += ["amount_atomic", "status", "network", "identity", *owner]
+                values = [now, now, day, session, tool, model, amount_atomic, "reserved", network]
+                values += [identity, *owner.values()]
+                row = tx.execute(
+                    f"INSERT INTO payments ({', '.join(columns)})"
+                    f" VALUES ({', '.join('?' * len(values))}) RETURNING id",
+                    values,
+                ).one()
+                assert row is not None
+                payment_id = int(row["id"])
+                # Held before the commit: another thread's pass over stranded reservations that
+                # sees the committed row also sees that a call holds it (until signed or closed).
+                self._hold(payment_id)
+                self._add(tx, session, day, identity, amount_atomic)
+        except LedgerBusy as exc:
+            self._let_go(payment_id)
+            raise exc.for_reservation() from None
+        except BaseException:
+            # Not committed (or its commit unacknowledged): no call holds it. Were it committed
+            # after all, the next pass over stranded reservations releases it.
+            self._let_go(payment_id)
+            raise
         return payment_id
 
     def mark_signed(
@@ -329,7 +430,7 @@ class Ledger:
                 (nonce, payer, pay_to, valid_before, time.time(), payment_id),
             )
         finally:
-            self._in_flight.discard(payment_id)
+            self._let_go(payment_id)
         return result.rowcount == 1
 
     def mark_settled(
@@ -351,26 +452,36 @@ class Ledger:
         """A settlement whose booking failed: kept in memory and booked by the next pass. Until
         then the payment is still signed in the ledger, so it counts its full amount (safe); if
         this process ends first, the chain's reconciliation books it."""
-        self._unbooked[payment_id] = (settled_atomic, tx_hash, note)
+        with _MEMORY:
+            self._unbooked[payment_id] = (settled_atomic, tx_hash, note)
 
     @property
     def unbooked_settlements(self) -> int:
-        return len(self._unbooked)
+        with _MEMORY:
+            return len(self._unbooked)
 
     def book_unbooked_settlements(self) -> int:
         """Book the settlements `settle_later` kept; how many were booked. One that still cannot
-        be booked stays for the next pass (the store's error is raised after the others)."""
+        be booked stays for the next pass (the store's error is raised after the others).
+
+        Two passes at once (two threads) may both book one: the second finds it booked already
+        (mark_settled moves only an open payment) and counts nothing."""
         booked = 0
         failure: Exception | None = None
-        for payment_id, (settled_atomic, tx_hash, note) in list(self._unbooked.items()):
+        with _MEMORY:
+            unbooked = list(self._unbooked.items())
+        for payment_id, entry in unbooked:
+            settled_atomic, tx_hash, note = entry
             try:
                 self.mark_settled(payment_id, settled_atomic, tx_hash, note=note)
             except Exception as exc:
                 failure = exc
                 continue
             # Booked now, or booked by someone else meanwhile (the chain's pass): done either way.
-            del self._unbooked[payment_id]
-            booked += 1
+            with _MEMORY:
+                if self._unbooked.get(payment_id) == entry:
+                    del self._unbooked[payment_id]
+                    booked += 1
         if failure is not None:
             raise failure
         return booked
@@ -409,23 +520,27 @@ class Ledger:
         known from the updated row alone, without reading it first.
         """
         still = "status = 'reserved'" if only_reserved else "status IN ('reserved','signed')"
-        # Whether this succeeds or the store fails, no call holds the payment any more: if it
-        # is still a reservation, the next pass over stranded reservations releases it.
-        self._in_flight.discard(payment_id)
-        with self.store.transaction() as tx:
-            after = tx.execute(
-                f"UPDATE payments SET {assignments}, updated_at=? WHERE id=? AND {still}"
-                " RETURNING status, amount_atomic, settled_atomic, session, day, identity",
-                (*values, time.time(), payment_id),
-            ).one()
-            if after is None:
-                return 0
-            delta = (
-                counted_atomic(after["status"], after["amount_atomic"], after["settled_atomic"])
-                - after["amount_atomic"]
-            )
-            self._add(tx, after["session"], after["day"], after["identity"], delta)
-            return 1
+        try:
+            with self.store.transaction() as tx:
+                after = tx.execute(
+                    f"UPDATE payments SET {assignments}, updated_at=? WHERE id=? AND {still}"
+                    " RETURNING status, amount_atomic, settled_atomic, session, day, identity",
+                    (*values, time.time(), payment_id),
+                ).one()
+                if after is None:
+                    return 0
+                delta = (
+                    counted_atomic(after["status"], after["amount_atomic"], after["settled_atomic"])
+                    - after["amount_atomic"]
+                )
+                self._add(tx, after["session"], after["day"], after["identity"], delta)
+                return 1
+        finally:
+            # Whether this succeeded or the store failed, no call holds the payment any more: if
+            # it is still a reservation, the next pass over stranded reservations releases it.
+            # (Let go only now: until this transaction ends, another thread's pass must not
+            # release, with another note, what this call is closing.)
+            self._let_go(payment_id)
 
     @staticmethod
     def _add(tx: Tx, session: str, day: str, identity: str, delta: int) -> None:

@@ -6,7 +6,12 @@ Through psycopg 3 and a connection pool. What differs from SQLite, and why:
   daily cap and each person's budget hold however many instances reserve at once.
 - Which instance reserved a payment is its `instance` id; each instance keeps a heartbeat row
   fresh, and a reservation whose instance has gone quiet (it died) is released by any other
-  instance, once (the release is a single conditional UPDATE).
+  instance, once (the release is a single conditional UPDATE). Heartbeats are written and
+  judged by the database server's clock alone: instances whose clocks disagree still agree on
+  who is alive.
+- Every pooled connection has a lock_timeout, a statement_timeout and an
+  idle_in_transaction_session_timeout: a row locked too long by another transaction ends the
+  call in LedgerBusy (rolled back, nothing half done) instead of a wait without end.
 - Schema changes are numbered migrations, applied at start (and by `blockrun-mcp migrate`)
   under an advisory lock, so several instances starting at once apply each exactly once.
 - When the server cannot be reached, every call fails closed with a clear error: nothing is
@@ -28,18 +33,30 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from blockrun_mcp.errors import BlockrunError
-from blockrun_mcp.ledger import Result, StoreUnavailable
+from blockrun_mcp.ledger import LedgerBusy, Result, StoreUnavailable
 
 log = logging.getLogger("blockrun_mcp")
 
 HEARTBEAT_SECONDS = 5.0
-# An instance silent this long is taken for dead: its reservations never reached signing.
+# An instance silent this long (by the database's clock) is taken for dead: its reservations
+# never reached signing.
 STALE_INSTANCE_SECONDS = 60.0
-# The ledger is called from the server's event loop, as SQLite is: while the database is down
-# each call waits this long at most, then fails closed, so these stay short.
+# A paid call waits on the ledger: while the database is down each call waits this long at
+# most, then fails closed, so these stay short.
 CONNECT_TIMEOUT_SECONDS = 3
 POOL_TIMEOUT_SECONDS = 3.0
+# Each pooled connection's session settings (the defaults of PostgresBackend's parameters):
+# - lock_timeout: how long a statement waits for a row another transaction holds (a budget's
+#   totals row, locked by a reservation that checks it; those last milliseconds);
+# - statement_timeout: how long one statement may run, lock waits included;
+# - idle_in_transaction_session_timeout: a transaction left open this long without a statement
+#   (its thread stuck) is ended by the server, and the row locks it held go with it.
+LOCK_TIMEOUT_SECONDS = 5.0
+STATEMENT_TIMEOUT_SECONDS = 15.0
+IDLE_IN_TRANSACTION_TIMEOUT_SECONDS = 30.0
 MIGRATION_LOCK = 0x626C6B72756E  # pg_advisory_xact_lock key: "blkrun"
+# The database server's clock, in seconds since the epoch (heartbeats are kept in it).
+DB_NOW = "EXTRACT(EPOCH FROM clock_timestamp())::double precision"
 
 MIGRATIONS: list[str] = [
     # 1: payments, video jobs, running totals, threads, instances.
@@ -154,8 +171,19 @@ class PostgresBackend:
     kind = "postgresql"
 
     def __init__(
-        self, url: str, *, read_only: bool = False, migrate: bool = True, pool_size: int = 16
+        self,
+        url: str,
+        *,
+        read_only: bool = False,
+        migrate: bool = True,
+        pool_size: int = 16,
+        lock_timeout_seconds: float | None = None,
+        statement_timeout_seconds: float | None = None,
+        idle_in_transaction_timeout_seconds: float | None = None,
     ) -> None:
+        """`*_timeout_seconds`: the pooled connections' session settings; None takes the module's
+        LOCK_TIMEOUT_SECONDS, STATEMENT_TIMEOUT_SECONDS, IDLE_IN_TRANSACTION_TIMEOUT_SECONDS
+        (0 turns one off, as in PostgreSQL)."""
         from psycopg.rows import dict_row
         from psycopg_pool import ConnectionPool
 
@@ -163,6 +191,13 @@ class PostgresBackend:
         self.where = shown(url)
         self.read_only = read_only
         self.instance = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.lock_timeout_seconds = _or(lock_timeout_seconds, LOCK_TIMEOUT_SECONDS)
+        self.statement_timeout_seconds = _or(statement_timeout_seconds, STATEMENT_TIMEOUT_SECONDS)
+        self.idle_in_transaction_timeout_seconds = _or(
+            idle_in_transaction_timeout_seconds, IDLE_IN_TRANSACTION_TIMEOUT_SECONDS
+        )
+        self._closing = threading.Lock()
+        self._closed = False
         self.pool = ConnectionPool(
             url,
             min_size=1,
@@ -176,6 +211,7 @@ class PostgresBackend:
             },
             timeout=POOL_TIMEOUT_SECONDS,
             check=ConnectionPool.check_connection,  # a restarted server: fresh connections
+            configure=self._configure,
             open=False,
             name="blockrun-ledger",
         )
@@ -204,15 +240,45 @@ class PostgresBackend:
             )
             self._heartbeat.start()
 
+    def _configure(self, conn: Any) -> None:
+        """Each new pooled connection's timeouts (in its session: set once, kept; the pool's
+        connections are autocommit, so this leaves no transaction open)."""
+        conn.execute(
+            "SELECT set_config('lock_timeout', %s, false),"
+            " set_config('statement_timeout', %s, false),"
+            " set_config('idle_in_transaction_session_timeout', %s, false)",
+            (
+                _milliseconds(self.lock_timeout_seconds),
+                _milliseconds(self.statement_timeout_seconds),
+                _milliseconds(self.idle_in_transaction_timeout_seconds),
+            ),
+        )
+
     # --- what the ledger asks of a store ----------------------------------------------------
 
     @contextmanager
     def transaction(self) -> Iterator[_Tx]:
         import psycopg
+        from psycopg import errors
 
         try:
             with self.pool.connection() as conn, conn.transaction():
                 yield _Tx(conn)
+        except errors.LockNotAvailable:
+            raise self._busy(
+                "a row this call needs (a budget's running total, say) was locked by another "
+                f"transaction for longer than {self.lock_timeout_seconds:g} s (lock_timeout)"
+            ) from None
+        except errors.QueryCanceled:
+            raise self._busy(
+                f"a statement ran longer than {self.statement_timeout_seconds:g} s "
+                "(statement_timeout), or was cancelled"
+            ) from None
+        except errors.DeadlockDetected:
+            raise self._busy(
+                "this call and another transaction waited on each other's rows, and PostgreSQL "
+                "ended this one (a deadlock)"
+            ) from None
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise self._unavailable(exc) from None
         except Exception as exc:
@@ -227,34 +293,51 @@ class PostgresBackend:
             return tx.execute(sql, args)
 
     def lock_totals(self, tx: _Tx, keys: list[tuple[str, str]]) -> None:
-        for scope, key in keys:
-            tx.execute(
-                "INSERT INTO totals (scope, key, counted_atomic) VALUES (?, ?, 0)"
-                " ON CONFLICT DO NOTHING",
-                (scope, key),
-            )
-        conditions = " OR ".join("(scope = ? AND key = ?)" for _ in keys)
+        if not keys:
+            return
+        pairs = [value for pair in keys for value in pair]
+        # Missing rows first, in one statement, in the keys' order. (ON CONFLICT DO NOTHING does
+        # not wait on an existing row another transaction has locked; it waits only on one
+        # another transaction is inserting, until that one ends.)
         tx.execute(
-            f"SELECT scope, key FROM totals WHERE {conditions} ORDER BY scope, key FOR UPDATE",
-            [value for pair in keys for value in pair],
+            "INSERT INTO totals (scope, key, counted_atomic) VALUES "
+            + ", ".join("(?, ?, 0)" for _ in keys)
+            + " ON CONFLICT DO NOTHING",
+            pairs,
+        )
+        # Locked in the order given (total_keys'): FOR UPDATE locks the rows as the sort
+        # returns them.
+        conditions = " OR ".join("(scope = ? AND key = ?)" for _ in keys)
+        order = " ".join(f"WHEN scope = ? AND key = ? THEN {i}" for i in range(len(keys)))
+        tx.execute(
+            f"SELECT scope, key FROM totals WHERE {conditions}"
+            f" ORDER BY CASE {order} END FOR UPDATE",
+            pairs + pairs,
         )
 
     def owner(self) -> dict[str, object]:
         return {"pid": os.getpid(), "instance": self.instance}
 
     def abandoned_reservations(self, tx: _Tx) -> list[int]:
-        stale = time.time() - STALE_INSTANCE_SECONDS
+        # Heartbeats are the database's clock (`beat`), and so is what they are compared with:
+        # an instance whose own clock runs fast or slow is judged neither dead nor alive by it.
         rows = tx.execute(
             "SELECT p.id FROM payments p LEFT JOIN instances i ON i.id = p.instance"
             " WHERE p.status = 'reserved' AND p.instance <> ?"
-            " AND (i.id IS NULL OR i.heartbeat_at < ?)",
-            (self.instance, stale),
+            f" AND (i.id IS NULL OR i.heartbeat_at < {DB_NOW} - ?)",
+            (self.instance, STALE_INSTANCE_SECONDS),
         ).rows
         return [row["id"] for row in rows]
 
     def close(self) -> None:
+        """Stop beating, remove this instance's row, close the pool; a second call does nothing
+        (from any thread)."""
+        with self._closing:
+            if self._closed:
+                return
+            self._closed = True
         self._stop.set()
-        if self._heartbeat is not None:
+        if self._heartbeat is not None and self._heartbeat is not threading.current_thread():
             self._heartbeat.join(timeout=HEARTBEAT_SECONDS + 1)
         if not self.read_only:
             # (When the server is gone, the heartbeat going stale says the same.)
@@ -268,6 +351,10 @@ class PostgresBackend:
         """Apply the migrations this database lacks, each exactly once however many instances
         start together (they queue on an advisory lock); returns how many were applied."""
         with self.transaction() as tx:
+            # Not the calls' timeouts: instances starting together wait here, in turn, for as
+            # long as the first takes to migrate (an index on a large table can take minutes).
+            tx.execute("SET LOCAL lock_timeout = 0")
+            tx.execute("SET LOCAL statement_timeout = 0")
             tx.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
             tx.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -297,7 +384,9 @@ class PostgresBackend:
             return int(row["version"]) if row else 0
 
     def clock_skew_seconds(self) -> float:
-        """The database server's clock minus ours (`doctor` shows it)."""
+        """The database server's clock minus ours (`doctor` shows it). Heartbeats and which
+        instance is alive use the database's clock alone, so a skew does not touch them; the
+        UTC day a payment is counted in, and its created_at, are still this host's."""
         before = time.time()
         row = self.run("SELECT EXTRACT(EPOCH FROM clock_timestamp()) AS now").one()
         after = time.time()
@@ -305,11 +394,13 @@ class PostgresBackend:
         return float(row["now"]) - (before + after) / 2
 
     def beat(self) -> None:
-        now = time.time()
+        """This instance is alive, as of the database's clock (every instance's heartbeat is
+        written, and compared, in the one clock: see `abandoned_reservations`)."""
         self.run(
-            "INSERT INTO instances (id, host, pid, started_at, heartbeat_at) VALUES (?,?,?,?,?)"
+            "INSERT INTO instances (id, host, pid, started_at, heartbeat_at)"
+            f" VALUES (?, ?, ?, {DB_NOW}, {DB_NOW})"
             " ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
-            (self.instance, socket.gethostname(), os.getpid(), now, now),
+            (self.instance, socket.gethostname(), os.getpid()),
         )
 
     def _keep_beating(self) -> None:
@@ -318,6 +409,12 @@ class PostgresBackend:
                 self.beat()
             except BlockrunError as exc:  # the server is down: say so, keep trying
                 log.warning("ledger heartbeat failed: %s", exc.message)
+
+    def _busy(self, what: str) -> LedgerBusy:
+        return LedgerBusy(
+            f"The ledger's PostgreSQL at {self.where} is busy: {what}, so the call stopped "
+            "waiting and changed nothing."
+        )
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         detail = " ".join(str(exc).split())[:200] or type(exc).__name__
@@ -329,3 +426,14 @@ class PostgresBackend:
             "database is up and BLOCKRUN_LEDGER_URL is right; the server recovers by itself "
             "when it is back."
         )
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def _milliseconds(seconds: float) -> str:
+    """A timeout setting's value: whole milliseconds (0 is off; a positive one is at least 1)."""
+    if seconds <= 0:
+        return "0"
+    return str(max(1, round(seconds * 1000)))

@@ -3,17 +3,30 @@
 Several servers on one machine may share it (two hosts open at once): a transaction begins
 IMMEDIATE, so SQLite itself serializes every check-and-reserve. A process that dies with a
 reservation open is found by its pid by the next process that opens the file.
+
+One connection serves every thread of the process (so `synchronous=FULL`, a per-connection
+pragma, covers every commit): a re-entrant lock is held for each whole transaction and each
+statement run on its own, so two threads' statements never mix in one transaction. Waiting for
+that lock, or for another process's write transaction (SQLite's busy timeout), lasts at most
+`busy_timeout_seconds`; then the call fails with LedgerBusy, having changed nothing.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from blockrun_mcp.ledger import COUNTED_SQL, Result
+from blockrun_mcp.ledger import COUNTED_SQL, LedgerBusy, Result
+
+# How long a call waits for the database (another process's write transaction, or another
+# thread of this one) before it fails closed. A transaction here lasts milliseconds (an fsync):
+# waiting this long means something else holds the file.
+BUSY_TIMEOUT_SECONDS = 5.0
+_BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS payments (
@@ -116,22 +129,32 @@ class _Tx:
 class SQLiteBackend:
     kind = "sqlite"
 
-    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+    def __init__(
+        self, path: Path, *, read_only: bool = False, busy_timeout_seconds: float | None = None
+    ) -> None:
         self.path = path
         self.where = str(path)
         self.read_only = read_only
+        self.busy_timeout_seconds = (
+            BUSY_TIMEOUT_SECONDS if busy_timeout_seconds is None else busy_timeout_seconds
+        )
+        # Held for each whole transaction (re-entrant: a statement run inside one joins it).
+        self._lock = threading.RLock()
+        timeout = self.busy_timeout_seconds
         if read_only:
             # For reports (`blockrun-mcp spend`): no schema, no chmod, no releasing of abandoned
             # reservations; SQLite itself refuses any write. The file must already exist.
             uri = f"{path.resolve().as_uri()}?mode=ro"
-            self._db = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+            self._db = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
             self._db.row_factory = sqlite3.Row
             return
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not path.exists():
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         os.chmod(path, 0o600)
-        self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(
+            path, timeout=timeout, isolation_level=None, check_same_thread=False
+        )
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: every commit is on disk before it returns (the WAL is synced at each commit).
@@ -144,24 +167,65 @@ class SQLiteBackend:
         # commits in between. Its cost, an fsync per commit, is measured in bench/README.md
         # ("SQLite synchronous").
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
         self._migrate()
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _held(self) -> Iterator[None]:
+        """This process's one connection, for this thread, waited for at most the busy
+        timeout (another thread's transaction waiting on another process's, say)."""
+        if not self._lock.acquire(timeout=self.busy_timeout_seconds):
+            raise self._busy("another thread of this process held its connection")
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     @contextmanager
     def transaction(self) -> Iterator[_Tx]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield _Tx(self._db)
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with self._held():
+            with self._busy_as_ledger_busy():
+                self._db.execute("BEGIN IMMEDIATE")
+            try:
+                with self._busy_as_ledger_busy():
+                    yield _Tx(self._db)
+            except BaseException:
+                self._rollback()
+                raise
+            try:
+                with self._busy_as_ledger_busy():
+                    self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()  # (a COMMIT that failed leaves the transaction open)
+                raise
 
     def run(self, sql: str, args: Sequence[object] = ()) -> Result:
-        return _Tx(self._db).execute(sql, args)
+        with self._held(), self._busy_as_ledger_busy():
+            return _Tx(self._db).execute(sql, args)
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+    @contextmanager
+    def _busy_as_ledger_busy(self) -> Iterator[None]:
+        """SQLite's "database is locked" (its busy timeout passed) as LedgerBusy."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+            raise self._busy(f"another process held its database lock ({exc})") from None
+
+    def _busy(self, who: str) -> LedgerBusy:
+        return LedgerBusy(
+            f"The ledger at {self.where} is busy: {who} for longer than "
+            f"{self.busy_timeout_seconds:g} s, so the call stopped waiting and changed nothing."
+        )
 
     def lock_totals(self, tx: _Tx, keys: list[tuple[str, str]]) -> None:
         return None  # BEGIN IMMEDIATE holds the whole database already
@@ -192,6 +256,13 @@ class SQLiteBackend:
                         (scope,),
                     )
                 tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return "locked" in str(exc) or "busy" in str(exc)
+    return code & 0xFF in _BUSY_CODES
 
 
 def _alive(pid: int) -> bool:

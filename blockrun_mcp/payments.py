@@ -41,6 +41,7 @@ import anyio
 
 from blockrun_mcp.errors import BlockrunError
 from blockrun_mcp.money import atomic_to_usd, parse_atomic, usd_text, usd_to_atomic
+from blockrun_mcp.off_loop import off_loop
 from blockrun_mcp.x402.errors import PaymentRefused
 
 if TYPE_CHECKING:
@@ -71,11 +72,12 @@ def when(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-# Asks the person to approve a payment before it is signed: True to go on, False if declined.
-# Raises ApprovalUnavailable when the client cannot ask anyone.
-Confirm = Callable[[str], Awaitable[bool]]
+# Asks the person to approve a payment before it is signed: (the question, the total the yes
+# covers, what is paid for) -> True to go on, False if declined. On 2026-07-28 it may instead
+# raise asking.InputRequired: the question goes back to the client, and the call runs again.
+Confirm = Callable[[str, int, str], Awaitable[bool]]
 # What is left of the budget, in atomic units, read when a question needs it.
-Remaining = Callable[[], int]
+Remaining = Callable[[], Awaitable[int]]
 
 
 class ApprovalUnavailable(BlockrunError):
@@ -108,8 +110,9 @@ class Approval:
         assert self.threshold_usd is not None
         if self.confirm is None:
             raise ApprovalUnavailable(self.threshold_usd, self.total(amount_atomic))
-        question = f"{self.question(amount_atomic, what)} {usd_text(remaining())} of the budget "
-        if not await self.confirm(question + "is left before it."):
+        left = await remaining()
+        question = f"{self.question(amount_atomic, what)} {usd_text(left)} of the budget "
+        if not await self.confirm(question + "is left before it.", self.total(amount_atomic), what):
             raise PaymentRefused(
                 f"you declined to pay {usd_text(amount_atomic)} for {what}", limit="declined"
             )
@@ -189,7 +192,8 @@ class LedgerHold:
         return hold
 
     async def signed(self, payment: SignedPayment) -> None:
-        if not self.ledger.mark_signed(
+        if not await off_loop(
+            self.ledger.mark_signed,
             self.payment_id,
             payment.nonce,
             payer=payment.authorization.from_,
@@ -212,16 +216,20 @@ class LedgerHold:
             log.warning("payment %s: %s", self.payment_id, note)
         if receipt is not None and receipt.transaction:
             self.tx_hash = receipt.transaction[:100]
-        self.book_settled(note)
+        await self.book_settled(note)
 
-    def book_settled(self, note: str = "") -> None:
+    async def book_settled(self, note: str = "") -> None:
         """Book the settlement; memory follows the database, never leads it. A store that fails
         (the ledger down for a moment) must not cost the person the answer they paid for: the
         payment stays signed, so still counted in full, and the booking is retried by the
         server's next pass over the ledger (`Ledger.book_unbooked_settlements`)."""
         try:
-            booked = self.ledger.mark_settled(
-                self.payment_id, self.amount_atomic, self.tx_hash, note=note
+            booked = await off_loop(
+                self.ledger.mark_settled,
+                self.payment_id,
+                self.amount_atomic,
+                self.tx_hash,
+                note=note,
             )
         except Exception as exc:  # the store's failure, whatever its kind: the money is safe
             self.unbooked = f"{type(exc).__name__}: {str(exc)[:200]}"
@@ -232,21 +240,21 @@ class LedgerHold:
         if booked:
             self.settled = self.settled_here = True
         else:  # no longer open: another process (a reconciler, a team's instance) closed it
-            self._read_back()
+            await self._read_back()
 
     async def record_claim(self, claim: str) -> None:
-        self.ledger.add_note(self.payment_id, claim)
+        await off_loop(self.ledger.add_note, self.payment_id, claim)
 
     async def release(self, reason: str) -> None:
         """Only for a payment never signed, or whose signature never left (rules 1 and 3)."""
-        if self.ledger.mark_released(self.payment_id, reason):
+        if await off_loop(self.ledger.mark_released, self.payment_id, reason):
             self.released = True
         else:  # no longer open: released (or settled) meanwhile by another pass
-            self._read_back()
+            await self._read_back()
 
-    def _read_back(self) -> None:
+    async def _read_back(self) -> None:
         """What the ledger says this payment became, when another process closed it first."""
-        row = self.ledger.payment(self.payment_id)
+        row = await off_loop(self.ledger.payment, self.payment_id)
         status = row.status if row is not None else None
         self.settled, self.released = status == "settled", status == "released"
 
@@ -300,13 +308,15 @@ class PaidCall:
                 limit="max_cost_usd",
             )
         await self.approval.ask(
-            quote.amount_atomic, f"{self.model} ({self.tool})", self.budget.remaining_atomic
+            quote.amount_atomic, f"{self.model} ({self.tool})", self.budget.aremaining_atomic
         )
-        return self.reserve(quote)
+        return await self.reserve(quote)
 
-    def reserve(self, quote: Quote) -> LedgerHold:
+    async def reserve(self, quote: Quote) -> LedgerHold:
         """Reserve an approved quote within the session and daily budgets (the ledger's check)."""
-        payment_id = self.budget.reserve(quote.amount_atomic, tool=self.tool, model=self.model)
+        payment_id = await self.budget.areserve(
+            quote.amount_atomic, tool=self.tool, model=self.model
+        )
         hold = LedgerHold(self.budget.ledger, payment_id, quote.amount_atomic)
         self.holds.append(hold)
         return hold
@@ -364,10 +374,10 @@ class PaidCall:
         holds = [h for h in self.holds if (h.settled if settled else h.is_open)]
         return sum(hold.amount_atomic for hold in holds)
 
-    def record(self, note: str) -> None:
+    async def record(self, note: str) -> None:
         """Note on every open payment of this call why it ended as it did (rule 5)."""
         for hold in self.open:
-            hold.ledger.add_note(hold.payment_id, note)
+            await off_loop(hold.ledger.add_note, hold.payment_id, note)
 
     # --- jobs that settle on a later poll ---------------------------------------------------
 
@@ -394,8 +404,10 @@ class PaidCall:
             # Settled or not, the agent got no answer for this money: say so where it is spent.
             for hold in self.holds:
                 if hold.nonce is not None and not hold.released:
-                    hold.ledger.add_note(
-                        hold.payment_id, "the call was cancelled after the payment was signed"
+                    await off_loop(
+                        hold.ledger.add_note,
+                        hold.payment_id,
+                        "the call was cancelled after the payment was signed",
                     )
 
     @asynccontextmanager
@@ -412,7 +424,7 @@ class PaidCall:
             )
             if not any(hold.nonce for hold in self.holds):
                 raise CallCut(f"{text} before anything was signed; nothing was paid.") from None
-            self.record(f"cut by {setting} ({seconds:g} s) after signing")
+            await self.record(f"cut by {setting} ({seconds:g} s) after signing")
             raise CallCut(f"{text} after its payment was signed.", money_moved=None) from None
 
 
@@ -530,7 +542,7 @@ class Consult:
                 f"max_cost_usd {usd_text(self.max_cost_atomic, trim=True)}",
                 limit="max_cost_usd",
             )
-        status = self.budget.status()
+        status = await self.budget.astatus()
         left = status.remaining_atomic
         if total > left:
             raise PaymentRefused(
@@ -539,7 +551,12 @@ class Consult:
                 limit=status.limit_left,
             )
         models = ", ".join(self.calls[i].model for i in sorted(self.quotes))
-        await self.approval.ask(total, f"a consult of {models}", lambda: left)
+        await self.approval.ask(total, f"a consult of {models}", lambda: _known(left))
+
+
+async def _known(amount_atomic: int) -> int:
+    """A Remaining already read."""
+    return amount_atomic
 
 
 class ConsultRefused(PaymentRefused):
@@ -562,7 +579,7 @@ class ConsultCall(PaidCall):
 
     async def __call__(self, quote: Quote) -> LedgerHold:
         await self.consult.quoted(self.index, quote)
-        return self.reserve(quote)
+        return await self.reserve(quote)
 
 
 # --- the chain's word -----------------------------------------------------------------------
@@ -614,7 +631,7 @@ async def reconcile(
     """
     from blockrun_mcp.chain import ChainUnavailable
 
-    rows = ledger.open_signed()
+    rows = await off_loop(ledger.open_signed)
     result = Reconciliation()
     if not rows:
         return result
@@ -643,7 +660,7 @@ async def reconcile(
             result.chain_error = str(exc)[:200]
             result.outcomes.append(_pending(row, "the chain could not be read"))
             continue
-        result.outcomes.append(_apply(ledger, row, used=used, now=now))
+        result.outcomes.append(await off_loop(_apply, ledger, row, used=used, now=now))
     for outcome in result.outcomes:
         if outcome.result in ("settled", "released"):
             log.info("payment %s %s: %s", outcome.payment_id, outcome.result, outcome.reason)

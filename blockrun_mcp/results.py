@@ -28,6 +28,7 @@ class AskResult(BaseModel):
     budget_remaining_usd: float
     thread_id: str | None = Field(description="continue with it (null: the turn was not saved)")
     files: list[FileSent] = []
+    workspace: list[str] | None = Field(None, description="where files were read")
     transaction: str | None = Field(None, description="settlement tx hash")
     note: str | None = None
 
@@ -80,6 +81,7 @@ class Estimate(BaseModel):
     model: str
     estimated_usd: float
     basis: str
+    workspace: list[str] | None = Field(None, description="where files were read")
 
 
 class Receipt(BaseModel):
@@ -156,4 +158,5 @@ class ConsultResult(BaseModel):
     synthesis: Synthesis | None = None
     cost_usd: float
     budget_remaining_usd: float
+    workspace: list[str] | None = Field(None, description="where files were read")
     note: str | None = None

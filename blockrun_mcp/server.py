@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import logging
-import warnings
+import os
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
-from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from mcp.server.request_state import RequestStateSecurity
+from mcp_types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 
 from blockrun_mcp import __version__
+from blockrun_mcp.asking import InputRequired, Rounds
+from blockrun_mcp.budget import SessionBudget
 from blockrun_mcp.errors import BlockrunError
-from blockrun_mcp.identities import Identities
+from blockrun_mcp.identities import Identities, Identity
 from blockrun_mcp.ledger import DEFAULT_IDENTITY
-from blockrun_mcp.payments import Confirm
+from blockrun_mcp.off_loop import off_loop
 from blockrun_mcp.results import (
     AskResult,
     BudgetResult,
@@ -32,7 +36,7 @@ from blockrun_mcp.results import (
 )
 from blockrun_mcp.schemas import compact, inline_single_refs, without_required
 from blockrun_mcp.service import BlockrunService
-from blockrun_mcp.service.caller import Caller
+from blockrun_mcp.service.caller import Caller, Payer
 from blockrun_mcp.sessions import IssuedSessions
 from blockrun_mcp.tool_arguments import ToolParameters
 
@@ -43,7 +47,7 @@ INSTRUCTIONS = (
 )
 
 log = logging.getLogger("blockrun_mcp")
-ROOTS_TIMEOUT_SECONDS = 10.0
+STATE_TTL_SECONDS = 600.0
 IDENTITY_HEADER = "x-blockrun-identity"  # set by transports.IdentityAuth, never by a client
 
 TOOL_NAMES = frozenset(
@@ -138,65 +142,47 @@ def _error(message: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
 
 
-def session_key(ctx: Context, stdio_session: str, sessions: IssuedSessions | None) -> str:
-    """One budget per stdio process, and one per MCP session this server issued over HTTP.
+def payer_of(
+    ctx: Context,
+    stdio_session: str,
+    sessions: IssuedSessions | None,
+    *,
+    shared_ledger: bool = False,
+) -> Payer:
+    """Who pays for this request, and which session budget it draws on (README, "Session
+    budgets"): the stdio process; over HTTP, an MCP session this server issued to this very
+    identity; or, without one, the identity on this server since it started. Never one bucket
+    for two identities.
 
     The Mcp-Session-Id header is the client's word. It names a budget only when this server
-    issued that id and the request came through the handshake era's sessions, where the SDK
-    routed it to that very session; a made-up id, or any id on a session-less (2026-07-28)
-    request, shares the process's one session-less budget instead of opening a fresh one.
+    issued that id to the same identity and the request came through the handshake era's
+    sessions, where the SDK routed it to that very session; a made-up id, another identity's,
+    or any id on a session-less (2026-07-28) request, is the identity's session-less budget.
     """
     headers = ctx.headers
     if headers is None:
-        return stdio_session
+        return Payer(scope=stdio_session)
+    name = identity_name(ctx)
+    if shared_ledger:
+        # A team's instances on one ledger: the identity's day is the budget, on every instance.
+        return Payer(identity=name, scope="team", per_session=False, remote=True)
     session_id = headers.get("mcp-session-id")
     if (
         session_id
         and sessions is not None
         and ctx.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS
         and sessions.knows(session_id)
+        and sessions.owner(session_id) == name
     ):
-        return f"http-{session_id}"
-    return f"{stdio_session}-http"
+        return Payer(identity=name, scope=f"http-{session_id}", remote=True)
+    return Payer(identity=name, scope=f"{stdio_session}-http-{name}", remote=True)
 
 
-async def client_roots(ctx: Context) -> list[str] | None:
-    """The workspace roots the MCP client offers (`roots/list`), or None when it offers none.
-
-    Deprecated by the 2026-07-28 protocol, but the hosts of the handshake era (Claude Code,
-    Cursor, VS Code) use it; without an answer the server's own workspace applies.
-    """
-    capabilities = ctx.client_capabilities
-    if capabilities is None or capabilities.roots is None:
-        return None
-    try:
-        with warnings.catch_warnings(), anyio.fail_after(ROOTS_TIMEOUT_SECONDS):
-            warnings.simplefilter("ignore")
-            listed = await ctx.session.list_roots()
-    except Exception as exc:  # the client failed to answer: fall back, and say so in the log
-        log.warning("roots/list failed (%s); using BLOCKRUN_WORKSPACE or the start directory", exc)
-        return None
-    return [str(root.uri) for root in listed.roots]
-
-
-class PaymentApproval(BaseModel):
-    """What the person answers when a payment above BLOCKRUN_CONFIRM_ABOVE_USD is shown."""
-
-    approve: bool = Field(description="pay it")
-
-
-def confirmer(ctx: Context) -> Confirm | None:
-    """How to ask the person to approve a payment (MCP elicitation), or None when the client
-    cannot: then a payment needing approval is refused, never made without it."""
-    capabilities = ctx.client_capabilities
-    if capabilities is None or capabilities.elicitation is None:
-        return None
-
-    async def confirm(message: str) -> bool:
-        answer = await ctx.elicit(message, schema=PaymentApproval)
-        return answer.action == "accept" and answer.data.approve
-
-    return confirm
+def payer_principal(request_context: Any) -> str | None:
+    """Whom a sealed request_state belongs to: the identity the HTTP transport authenticated
+    (None on stdio, where the process is one person's)."""
+    headers = getattr(request_context.request, "headers", None)
+    return headers.get(IDENTITY_HEADER) if headers is not None else None
 
 
 def identity_name(ctx: Context) -> str:
@@ -207,16 +193,27 @@ def identity_name(ctx: Context) -> str:
     return name or DEFAULT_IDENTITY
 
 
-async def caller_of(ctx: Context, *, files: bool = False) -> Caller:
-    async def progress(done: float, total: float | None, message: str) -> None:
-        await ctx.report_progress(done, total, message)
+Work = Callable[[Rounds], Awaitable[BaseModel]]
 
-    return Caller(
-        roots=await client_roots(ctx) if files else None,
-        owner=identity_name(ctx),
-        confirm=confirmer(ctx),
-        progress=progress,
-    )
+
+async def answer(call: Awaitable[BaseModel]) -> CallToolResult:
+    """A call that never asks its client anything: its result, or its error as one sentence."""
+    try:
+        return _ok(await call)
+    except BlockrunError as failure:
+        return _error(failure.message)
+
+
+async def run(ctx: Context, work: Work) -> CallToolResult | InputRequiredResult:
+    """One tool call: its result, its error as one sentence, or (2026-07-28) the question its
+    client must answer before it can go on, with nothing signed."""
+    rounds = Rounds.of(ctx)
+    try:
+        return _ok(await work(rounds))
+    except InputRequired as needed:
+        return rounds.ask_later(needed)
+    except BlockrunError as failure:
+        return _error(failure.message)
 
 
 def build_server(
@@ -225,6 +222,7 @@ def build_server(
     *,
     sessions: IssuedSessions | None = None,
     identities: Identities | None = None,
+    state_key: bytes | None = None,
 ) -> MCPServer:
     stdio_key = stdio_session or service.new_session_key()
 
@@ -244,21 +242,37 @@ def build_server(
         instructions=INSTRUCTIONS,
         log_level="WARNING",
         lifespan=lifespan,
+        # What a 2026-07-28 client brings back between rounds (the roots, the sum asked about)
+        # is sealed for this tool, these arguments and this payer, for ten minutes.
+        request_state_security=RequestStateSecurity(
+            keys=[state_key or os.urandom(32)],
+            ttl=STATE_TTL_SECONDS,
+            bind_principal=payer_principal,
+        ),
     )
 
-    def budget_of(ctx: Context) -> Any:
-        name = identity_name(ctx)
-        identity = identities.get(name) if identities is not None else None
-        if ctx.headers is not None and service.config.shared_ledger:
-            # Stateless HTTP over a shared ledger: no session, the identity's day is the budget.
-            return service.session("team", identity, per_session=False)
-        return service.session(session_key(ctx, stdio_key, sessions), identity)
+    def identity_of(payer: Payer) -> Identity | None:
+        return identities.get(payer.identity) if identities is not None else None
 
-    async def run(call: Any) -> CallToolResult:
-        try:
-            return _ok(await call)
-        except BlockrunError as failure:
-            return _error(failure.message)
+    def budget_of(caller: Caller) -> SessionBudget:
+        return service.budget(caller.payer, identity_of(caller.payer))
+
+    async def caller_of(ctx: Context, rounds: Rounds, *, files: bool = False) -> Caller:
+        """What the service knows of this call's caller, with who pays, computed once here.
+        Raises InputRequired when the client's roots must be asked for first (2026-07-28)."""
+        payer = payer_of(ctx, stdio_key, sessions, shared_ledger=service.config.shared_ledger)
+
+        async def progress(done: float, total: float | None, message: str) -> None:
+            await ctx.report_progress(done, total, message)
+
+        return Caller(
+            payer=payer,
+            # Over HTTP a client's roots name its own disk: never read here.
+            roots=await rounds.roots() if files and not payer.remote else None,
+            workspace=service.remote_workspace(identity_of(payer)) if payer.remote else None,
+            confirm=rounds.confirm(),
+            progress=progress,
+        )
 
     @mcp.tool(
         description="Ask another AI model a question; paid in USDC within budget.", annotations=PAID
@@ -276,13 +290,10 @@ def build_server(
             Literal["low", "medium", "high"] | None, Field(description="reasoning (OpenAI)")
         ] = None,
     ) -> Annotated[CallToolResult, AskResult]:
-        try:
-            budget = budget_of(ctx)
-        except BlockrunError as failure:
-            return _error(failure.message)
-        caller = await caller_of(ctx, files=bool(files))
-        return await run(
-            service.chat.ask(
+        async def work(rounds: Rounds) -> AskResult:
+            caller = await caller_of(ctx, rounds, files=bool(files))
+            budget = budget_of(caller)
+            return await service.chat.ask(
                 budget,
                 prompt,
                 model,
@@ -294,7 +305,8 @@ def build_server(
                 effort,
                 caller,
             )
-        )
+
+        return await run(ctx, work)
 
     @mcp.tool(
         description="Ask 2-8 models at once; every quote checked before paying.",
@@ -313,13 +325,10 @@ def build_server(
         ] = None,
         max_cost_usd: Annotated[float | None, NotBool] = None,
     ) -> Annotated[CallToolResult, ConsultResult]:
-        try:
-            budget = budget_of(ctx)
-        except BlockrunError as failure:
-            return _error(failure.message)
-        caller = await caller_of(ctx, files=bool(files))
-        return await run(
-            service.consult.ask(
+        async def work(rounds: Rounds) -> ConsultResult:
+            caller = await caller_of(ctx, rounds, files=bool(files))
+            budget = budget_of(caller)
+            return await service.consult.ask(
                 budget,
                 prompt,
                 models,
@@ -331,7 +340,8 @@ def build_server(
                 max_cost_usd,
                 caller,
             )
-        )
+
+        return await run(ctx, work)
 
     @mcp.tool(
         description="List recent conversations, or one's turns by thread_id.", annotations=LOCAL
@@ -340,7 +350,8 @@ def build_server(
         ctx: Context,
         thread_id: str | None = None,
     ) -> Annotated[CallToolResult, ThreadsResult]:
-        return await run(service.account.threads(thread_id, identity_name(ctx)))
+        payer = payer_of(ctx, stdio_key, sessions, shared_ledger=service.config.shared_ledger)
+        return await answer(service.account.threads(thread_id, payer.identity))
 
     @mcp.tool(description="List models with USD prices per 1M tokens.", annotations=LOCAL)
     async def list_models(
@@ -349,7 +360,7 @@ def build_server(
         ] = None,
         provider: Annotated[str | None, Field(description="e.g. openai, anthropic, google")] = None,
     ) -> Annotated[CallToolResult, ModelList]:
-        return await run(service.models.list(category, provider))
+        return await answer(service.models.list(category, provider))
 
     @mcp.tool(description="Estimate a call's cost in USD, free and offline.", annotations=LOCAL)
     async def estimate_cost(
@@ -361,12 +372,13 @@ def build_server(
         duration_seconds: Annotated[float | None, NotBool] = None,
         files: list[str] | None = None,
     ) -> Annotated[CallToolResult, Estimate]:
-        caller = await caller_of(ctx, files=bool(files))
-        return await run(
-            service.models.estimate(
+        async def work(rounds: Rounds) -> Estimate:
+            caller = await caller_of(ctx, rounds, files=bool(files))
+            return await service.models.estimate(
                 model, prompt, max_tokens, size, duration_seconds, files, caller
             )
-        )
+
+        return await run(ctx, work)
 
     @mcp.tool(
         description="Generate an image; saves it locally and returns the path.", annotations=PAID
@@ -377,11 +389,11 @@ def build_server(
         model: str | None = None,
         size: Annotated[str | None, Field(description="e.g. 1024x1024")] = None,
     ) -> Annotated[CallToolResult, ImageResult]:
-        try:
-            budget = budget_of(ctx)
-        except BlockrunError as failure:
-            return _error(failure.message)
-        return await run(service.images.generate(budget, prompt, model, size, await caller_of(ctx)))
+        async def work(rounds: Rounds) -> ImageResult:
+            caller = await caller_of(ctx, rounds)
+            return await service.images.generate(budget_of(caller), prompt, model, size, caller)
+
+        return await run(ctx, work)
 
     @mcp.tool(
         description="Generate a video and save it. If it returns status running, call again with job_id (no new payment).",
@@ -395,15 +407,13 @@ def build_server(
         image_url: Annotated[str | None, Field(description="start frame")] = None,
         job_id: Annotated[str | None, Field(description="resume this job")] = None,
     ) -> Annotated[CallToolResult, VideoResult]:
-        try:
-            budget = budget_of(ctx)
-        except BlockrunError as failure:
-            return _error(failure.message)
-        return await run(
-            service.video.generate(
-                budget, prompt, model, duration_seconds, image_url, job_id, await caller_of(ctx)
+        async def work(rounds: Rounds) -> VideoResult:
+            caller = await caller_of(ctx, rounds)
+            return await service.video.generate(
+                budget_of(caller), prompt, model, duration_seconds, image_url, job_id, caller
             )
-        )
+
+        return await run(ctx, work)
 
     @mcp.tool(description="Budget limits, spend and recent receipts; can lower the session limit.")
     async def budget(
@@ -412,10 +422,13 @@ def build_server(
             float | None, Field(description="lower only"), NotBool
         ] = None,
     ) -> Annotated[CallToolResult, BudgetResult]:
-        try:
-            return _ok(service.account.budget(budget_of(ctx), set_session_limit_usd))
-        except BlockrunError as failure:
-            return _error(failure.message)
+        payer = payer_of(ctx, stdio_key, sessions, shared_ledger=service.config.shared_ledger)
+
+        async def report() -> BudgetResult:
+            budget = service.budget(payer, identity_of(payer))
+            return await off_loop(service.account.budget, budget, set_session_limit_usd)
+
+        return await answer(report())
 
     @mcp.tool(
         description="The paying wallet's address and network, and how to fund it.",

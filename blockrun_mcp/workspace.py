@@ -149,6 +149,7 @@ class Selection:
 
     files: list[SentFile] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)
+    roots: list[str] = field(default_factory=list)  # the workspace the files were looked up in
 
     @property
     def total_bytes(self) -> int:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from blockrun_mcp.sandbox import SandboxServer
+from tests.support import eras
 from tests.support.postgres import (  # noqa: F401 (fixtures: a real PostgreSQL server)
     fresh_database,
     postgres_server,
@@ -27,6 +30,27 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "filterwarnings", "ignore:Support for class-based `config`:DeprecationWarning"
     )
+
+
+@cache
+def _talks_mcp(path: str) -> bool:
+    source = Path(path).read_text(encoding="utf-8")
+    return any(marker in source for marker in eras.MCP_MARKERS)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test of a module that talks MCP runs once per protocol era (support/eras.py)."""
+    if "mcp_era" in metafunc.fixturenames and _talks_mcp(str(metafunc.definition.path)):
+        metafunc.parametrize("mcp_era", eras.ERAS, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def mcp_era(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The MCP era this test's clients speak: both, for a module that talks MCP."""
+    era = getattr(request, "param", eras.HANDSHAKE)
+    eras.set_era(era)
+    yield era
+    eras.set_era(eras.HANDSHAKE)
 
 
 @pytest.fixture

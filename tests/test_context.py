@@ -157,7 +157,14 @@ async def test_the_clients_roots_win_over_the_configured_workspace(sandbox, tmp_
             "ask_model", {"prompt": "q", "model": CHEAP_MODEL, "files": ["mine.txt"]}
         )
         assert answer["files"][0]["path"] == "mine.txt"
+        # The result says where the files were read: the root the client offered, in either
+        # era (2026-07-28 asks for the roots in a round trip, the handshake era mid-call).
+        assert answer["workspace"] == [str(offered.resolve())]
         assert "from the client's root" in user_text(chat_bodies(sandbox.state)[-1])
+        estimate = await h.ok(
+            "estimate_cost", {"model": CHEAP_MODEL, "prompt": "q", "files": ["mine.txt"]}
+        )
+        assert estimate["workspace"] == [str(offered.resolve())]
         text = await h.fail("ask_model", {"prompt": "q", "files": ["src/a.py"]})
         assert "not found" in text  # the configured workspace no longer applies
 

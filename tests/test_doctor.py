@@ -370,3 +370,12 @@ def test_doctor_warns_when_the_payee_changed(tmp_path):
 def test_doctor_warns_about_payees_other_than_the_pinned_one(tmp_path):
     _, payee = _payee_checks(tmp_path, [OTHER_PAYEE], BLOCKRUN_PAY_TO="0x" + "34" * 20)
     assert payee.status == doctor.WARN and "other than BLOCKRUN_PAY_TO" in payee.detail
+
+
+def test_doctor_says_what_one_session_budget_covers(tmp_path, sandbox, rpc):
+    (local,) = checks_of(healthy_env(tmp_path, sandbox, rpc))["session budget"]
+    assert "stdio, the server process" in local.detail
+    assert "identity that opened it" in local.detail and "2026-07-28" in local.detail
+    team = healthy_env(tmp_path, sandbox, rpc, BLOCKRUN_LEDGER_URL="postgresql://x@127.0.0.1:9/db")
+    (shared,) = checks_of(team)["session budget"]
+    assert "no sessions" in shared.detail and "daily budget" in shared.detail

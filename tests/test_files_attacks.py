@@ -23,6 +23,7 @@ import pytest
 
 import blockrun_mcp
 from blockrun_mcp.service import BlockrunService
+from blockrun_mcp.service.caller import NOBODY_IN_PARTICULAR
 from blockrun_mcp.workspace import FileRefused, Selection
 from tests.support.server import CHEAP_MODEL, make_service, open_server
 
@@ -48,7 +49,7 @@ def service_for(
 
 
 def select(service: BlockrunService, *specs: str) -> Selection:
-    return service.workspace(None).select(list(specs))
+    return service.workspace(service.workspace_roots(NOBODY_IN_PARTICULAR)).select(list(specs))
 
 
 def refusal(service: BlockrunService, spec: str) -> FileRefused:
@@ -138,7 +139,9 @@ def test_a_file_holding_the_wallet_key_is_refused_whatever_its_name(tmp_path, pr
         (project / name).write_text(text)
         refused = refusal(service, name)
         assert "private key" in str(refused) and bare not in str(refused).lower()
-    assert bare not in repr(service.workspace(None)).lower()
+    assert (
+        bare not in repr(service.workspace(service.workspace_roots(NOBODY_IN_PARTICULAR))).lower()
+    )
     assert sent_text(select(service, "src/a.py")) == PROJECT_FILES["src/a.py"]
 
 
@@ -313,7 +316,7 @@ async def test_files_are_chosen_off_the_event_loop(tmp_path, project):
         tasks.start_soon(tick)
         await anyio.sleep(0)
         before = ticks
-        selection = await service.select_files(None, ["src/*.py"])
+        selection = await service.select_files(NOBODY_IN_PARTICULAR, ["src/*.py"])
         during = ticks - before  # the loop went on serving while the files were chosen
         tasks.cancel_scope.cancel()
     assert [f.label for f in selection.files] == ["src/a.py"]

@@ -23,6 +23,7 @@ from mcp import Client
 
 from blockrun_mcp.sandbox import SandboxServer
 from blockrun_mcp.server import build_server
+from tests.support.eras import mcp_client
 from tests.support.security import (
     assert_budget_consistent,
     error_text,
@@ -135,8 +136,8 @@ async def check_scenario(sandbox: SandboxServer, scenario: dict[str, Any], root:
     state.set_faults(**merged)
 
     async with (
-        Client(build_server(service, "session-a"), mode="legacy") as first,
-        Client(build_server(service, "session-b"), mode="legacy") as second,
+        mcp_client(build_server(service, "session-a")) as first,
+        mcp_client(build_server(service, "session-b")) as second,
     ):
         clients = [first, second][: scenario["sessions"]]
         outcomes: list[tuple[str, Any]] = []

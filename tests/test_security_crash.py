@@ -16,8 +16,9 @@ from typing import Any
 
 import anyio
 import pytest
-from mcp import Client, StdioServerParameters
+from mcp import StdioServerParameters
 
+from tests.support.eras import mcp_client
 from tests.support.payer import assert_every_payment_valid
 from tests.support.security import (
     assert_budget_consistent,
@@ -142,7 +143,7 @@ async def test_two_servers_on_one_data_dir_share_the_daily_budget(sandbox, tmp_p
     results: list[tuple[int, bool, str]] = []
 
     async def host(index: int, calls: int) -> None:
-        async with Client(params, mode="legacy") as client:
+        async with mcp_client(params) as client:
 
             async def ask(n: int) -> None:
                 arguments = {"prompt": f"host {index} call {n:02d}", "model": OPUS}

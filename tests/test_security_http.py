@@ -18,6 +18,7 @@ import pytest
 
 from blockrun_mcp.config import ConfigError, load_config
 from blockrun_mcp.transports import check_http_binding
+from tests.support.eras import mcp_client
 from tests.support.server import (
     INITIALIZE,
     MCP_HEADERS,
@@ -120,12 +121,12 @@ def test_a_short_token_stops_only_the_http_server(tmp_path):
 
 
 async def test_a_stdio_server_starts_with_a_short_http_token(tmp_path):
-    from mcp import Client, StdioServerParameters
+    from mcp import StdioServerParameters
 
     env = subprocess_env(tmp_path, BLOCKRUN_HTTP_TOKEN="short")
     params = StdioServerParameters(command=PYTHON, args=["-m", "blockrun_mcp"], env=env)
     with anyio.fail_after(60):
-        async with Client(params, mode="legacy") as client:
+        async with mcp_client(params) as client:
             tools = (await client.list_tools()).tools
     assert "ask_model" in {tool.name for tool in tools}
 

@@ -8,10 +8,11 @@ import anyio
 import httpx2
 import pytest
 from eth_utils import is_checksum_address
-from mcp import Client, StdioServerParameters
+from mcp import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 from blockrun_mcp.ledger import Ledger
+from tests.support.eras import check_negotiated, is_sessionless, mcp_client
 from tests.support.payer import assert_every_payment_valid
 from tests.support.server import (
     CHEAP_MODEL,
@@ -46,7 +47,7 @@ async def test_serve_sandbox_over_stdio(tmp_path):
         env=subprocess_env(tmp_path),
     )
     with anyio.fail_after(SUBPROCESS_SECONDS):
-        async with Client(params, mode="legacy") as client:
+        async with mcp_client(params) as client:
             tools = (await client.list_tools()).tools
             assert {tool.name for tool in tools} == TOOLS
             assert all(tool.output_schema for tool in tools)
@@ -82,8 +83,8 @@ async def test_plain_module_run_serves_stdio_with_the_configured_gateway(sandbox
     env = subprocess_env(tmp_path, BLOCKRUN_API_URL=sandbox.base_url, BLOCKRUN_WALLET_KEY=key)
     params = StdioServerParameters(command=PYTHON, args=["-m", "blockrun_mcp"], env=env)
     with anyio.fail_after(SUBPROCESS_SECONDS):
-        async with Client(params, mode="legacy") as client:
-            assert client.protocol_version == "2025-11-25"
+        async with mcp_client(params) as client:
+            check_negotiated(client)
             assert {tool.name for tool in (await client.list_tools()).tools} == TOOLS
             wallet = (await client.call_tool("wallet", {})).structured_content
             result = await client.call_tool(
@@ -158,7 +159,7 @@ async def test_http_tools_work_with_the_token(sandbox, tmp_path):
         with anyio.fail_after(30):
             async with (
                 http_client() as http,
-                Client(streamable_http_client(url, http_client=http), mode="legacy") as client,
+                mcp_client(streamable_http_client(url, http_client=http)) as client,
             ):
                 assert {t.name for t in (await client.list_tools()).tools} == TOOLS
                 result = await client.call_tool(
@@ -174,7 +175,10 @@ async def test_http_tools_work_with_the_token(sandbox, tmp_path):
     try:
         assert_ledger_matches_sandbox(ledger, state)
         (row,) = ledger.payments()
-        assert row.session.startswith("http-")
+        if is_sessionless():  # no MCP session: the identity's budget on this server
+            assert row.session.endswith(f"-http-{row.identity}")
+        else:  # the MCP session the handshake opened
+            assert row.session.startswith("http-")
     finally:
         ledger.close()
 
@@ -190,8 +194,8 @@ async def test_http_sessions_have_separate_budgets(sandbox, tmp_path):
             async with (
                 http_client() as http_a,
                 http_client() as http_b,
-                Client(streamable_http_client(url, http_client=http_a), mode="legacy") as a,
-                Client(streamable_http_client(url, http_client=http_b), mode="legacy") as b,
+                mcp_client(streamable_http_client(url, http_client=http_a)) as a,
+                mcp_client(streamable_http_client(url, http_client=http_b)) as b,
             ):
                 spend = await a.call_tool(
                     "ask_model", {"prompt": "a spends", "model": OPUS, "max_tokens": 4000}
@@ -201,6 +205,20 @@ async def test_http_sessions_have_separate_budgets(sandbox, tmp_path):
                 budget_a = (await a.call_tool("budget", {})).structured_content
                 budget_b = (await b.call_tool("budget", {})).structured_content
                 assert budget_a["session_spent_usd"] == pytest.approx(cost)
+                if is_sessionless():
+                    # No sessions on 2026-07-28: one token is one person, whose session-less
+                    # budget on this server both clients draw on (README, "Session budgets").
+                    assert budget_b == budget_a
+                    lowered = await b.call_tool("budget", {"set_session_limit_usd": 0.001})
+                    assert lowered.structured_content["session_limit_usd"] == 0.001
+                    again = (await a.call_tool("budget", {})).structured_content
+                    assert again["session_limit_usd"] == 0.001  # a lowered limit is kept
+                    refused = await a.call_tool(
+                        "ask_model", {"prompt": "a is capped", "model": OPUS, "max_tokens": 4000}
+                    )
+                    assert refused.is_error and "budget" in refused.content[0].text
+                    assert len(sandbox.state.settlements) == 1
+                    return
                 assert budget_a["budget_remaining_usd"] == pytest.approx(0.05 - cost)
                 assert budget_b["session_spent_usd"] == 0
                 assert budget_b["budget_remaining_usd"] == 0.05
@@ -267,7 +285,7 @@ async def test_serve_http_sandbox_subprocess(tmp_path):
                 assert (await _post(url, {})).status_code == 401
                 async with (
                     http_client() as http,
-                    Client(streamable_http_client(url, http_client=http), mode="legacy") as client,
+                    mcp_client(streamable_http_client(url, http_client=http)) as client,
                 ):
                     assert {t.name for t in (await client.list_tools()).tools} == TOOLS
                     result = await client.call_tool(

@@ -19,6 +19,7 @@ from mcp.client.streamable_http import streamable_http_client
 from blockrun_mcp.identities import add_identity, read_file
 from blockrun_mcp.ledger import Ledger
 from tests.support.cli import cli_env, run_cli
+from tests.support.eras import mcp_client
 from tests.support.payer import assert_every_payment_valid
 from tests.support.server import (
     CHEAP_MODEL,
@@ -72,7 +73,7 @@ async def test_two_instances_two_people_one_ledger(sandbox, tmp_path, fresh_data
                 for index, url in enumerate(urls):
                     http = await stack.enter_async_context(client_for(url, token))
                     clients[name, index] = await stack.enter_async_context(
-                        Client(streamable_http_client(url, http_client=http), mode="legacy")
+                        mcp_client(streamable_http_client(url, http_client=http))
                     )
             with anyio.fail_after(60):
                 # Alice spends on instance one; her budget is then short on instance two too.
@@ -175,7 +176,7 @@ async def test_a_token_not_in_the_file_gets_401_and_the_identity_header_is_not_t
                 headers={"Authorization": f"Bearer {bob}", "X-Blockrun-Identity": "alice"},
                 timeout=30,
             ) as http,
-            Client(streamable_http_client(url, http_client=http), mode="legacy") as client,
+            mcp_client(streamable_http_client(url, http_client=http)) as client,
         ):
             with anyio.fail_after(30):
                 answer = await client.call_tool(
@@ -200,7 +201,7 @@ async def test_an_identity_s_own_caps_refuse_before_anything_is_signed(
     with http_server(service) as url:
         async with (
             client_for(url, intern) as http,
-            Client(streamable_http_client(url, http_client=http), mode="legacy") as client,
+            mcp_client(streamable_http_client(url, http_client=http)) as client,
         ):
             with anyio.fail_after(30):
                 dear = await ask(client, "too dear for one call", max_tokens=8000)
@@ -239,7 +240,7 @@ async def test_identities_on_one_sqlite_server_keep_session_budgets_too(sandbox,
     with http_server(service) as url:
         async with (
             client_for(url, alice) as http,
-            Client(streamable_http_client(url, http_client=http), mode="legacy") as client,
+            mcp_client(streamable_http_client(url, http_client=http)) as client,
         ):
             with anyio.fail_after(30):
                 spent = await ask(client, "alice on sqlite")

@@ -43,6 +43,7 @@ from blockrun_mcp.ledger import ABANDONED_NOTE, Ledger, identity_day, utc_day
 from blockrun_mcp.ledger_postgres import STALE_INSTANCE_SECONDS
 from blockrun_mcp.sandbox import SandboxServer
 from blockrun_mcp.sandbox.bodies import parse_chat
+from tests.support.eras import mcp_client
 from tests.support.payer import assert_every_payment_valid
 from tests.support.security import error_text, nonce_of, wait_until
 from tests.support.server import (
@@ -137,7 +138,7 @@ async def client(url: str, token: str) -> AsyncIterator[Client]:
     timeout = httpx2.Timeout(30, read=60)
     async with (
         httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=timeout) as http,
-        Client(streamable_http_client(url, http_client=http), mode="legacy") as session,
+        mcp_client(streamable_http_client(url, http_client=http)) as session,
     ):
         yield session
 
@@ -372,13 +373,15 @@ async def test_postgres_restarted_mid_load_fails_closed_and_the_same_instances_r
                     group.start_soon(one, "in flight", "two")
                 await wait_until(lambda: signed_rows() == 3, timeout=30)
                 # Signed, sent, at the gateway. Now the day's running total and those payments
-                # are held: instance one's next reservation waits on the total, instance two's
-                # booking of the first settlement on its payment. (Each instance's ledger calls
-                # run on its event loop, so each has one waiting, and the rest queue behind.)
+                # are held: instance one's three reservations wait on the total, instance two's
+                # bookings of the settlements on their payments. (Ledger calls run in worker
+                # threads, so every one of them waits at once, none queued behind another.)
                 holder = hold_the_ledger(fresh_database)
                 for _ in range(3):
                     group.start_soon(one, "reserving", "one")
-                await wait_until(lambda: waiting_on_locks(fresh_database) == 2, timeout=30)
+                # (All three reservations, and at least one booking: on a busy machine the
+                # last bookings may still be at the gateway.)
+                await wait_until(lambda: waiting_on_locks(fresh_database) >= 4, timeout=30)
                 # PostgreSQL restarts: every open connection is cut, those two waits with them.
                 # (Their backends go first: a restart ends backends in no set order, and the
                 # holder's going first would let a wait finish before its own end came.)
@@ -426,7 +429,9 @@ async def test_postgres_restarted_mid_load_fails_closed_and_the_same_instances_r
                     unbooked_answers[phase] += 1
                 continue
             text = error_text(result, "ask_model")
-            assert "ledger's PostgreSQL" in text and "cannot be used" in text, text
+            # (Cut, or waiting past the lock_timeout: either way the ledger's, said plainly.)
+            assert "ledger's PostgreSQL" in text, text
+            assert "cannot be used" in text or "is busy" in text, text
             if moved in text:
                 assert "Nothing was signed" not in text, text
                 paid_but_failed[phase] += 1
@@ -520,19 +525,27 @@ async def test_an_instance_killed_mid_payment_is_settled_and_released_exactly_on
             answered: list[CallToolResult] = []
 
             async def ask_doomed(session: Client, n: int) -> None:
-                with suppress(MCPError):  # the server dies under it
+                # The server dies under it: a JSON-RPC error (handshake era, its session's
+                # stream) or a dropped connection (2026-07-28, one request each).
+                with suppress(MCPError, httpx2.HTTPError, ExceptionGroup):
                     answered.append(await ask(session, n))
 
-            async with client(doomed.url, alice) as on_doomed, anyio.create_task_group() as group:
-                group.start_soon(ask_doomed, on_doomed, 2)
-                # Signed, recorded, and sent: the gateway holds it.
-                await wait_until(lambda: headers_sent(sandbox)[1] == 3, timeout=30)
-                holder.execute("SELECT pg_advisory_lock(%s)", (HOLD_KEY,))
-                group.start_soon(ask_doomed, on_doomed, 3)  # reserved; held before it is signed
-                await wait_until(lambda: waiting_on_locks(fresh_database) == 1, timeout=30)
-                doomed.process.send_signal(signal.SIGKILL)
-                assert await doomed.process.wait() == -signal.SIGKILL
-                group.cancel_scope.cancel()
+            try:
+                async with (
+                    client(doomed.url, alice) as on_doomed,
+                    anyio.create_task_group() as group,
+                ):
+                    group.start_soon(ask_doomed, on_doomed, 2)
+                    # Signed, recorded, and sent: the gateway holds it.
+                    await wait_until(lambda: headers_sent(sandbox)[1] == 3, timeout=30)
+                    holder.execute("SELECT pg_advisory_lock(%s)", (HOLD_KEY,))
+                    group.start_soon(ask_doomed, on_doomed, 3)  # reserved; held before it is signed
+                    await wait_until(lambda: waiting_on_locks(fresh_database) == 1, timeout=30)
+                    doomed.process.send_signal(signal.SIGKILL)
+                    assert await doomed.process.wait() == -signal.SIGKILL
+                    group.cancel_scope.cancel()
+            except* httpx2.HTTPError:
+                pass  # 2026-07-28: the dead server's dropped connection, raised as its client closes
             # Its connection's wait goes with it (PostgreSQL would notice only later).
             holder.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from blockrun_mcp.errors import BlockrunError
 from blockrun_mcp.money import atomic_to_usd, funding_hint
+from blockrun_mcp.off_loop import off_loop
 from blockrun_mcp.results import (
     BudgetResult,
     Receipt,
@@ -52,7 +53,9 @@ class Account:
         status = budget.status()
         ledger = self.service.ledger
         if budget.per_session:
-            rows = ledger.payments(session=budget.session, limit=RECENT_RECEIPTS)
+            rows = ledger.payments(
+                session=budget.session, identity=budget.identity_name, limit=RECENT_RECEIPTS
+            )
         else:  # a team server: no sessions, so the caller's own payments (never another's)
             rows = ledger.payments(identity=budget.identity_name, limit=RECENT_RECEIPTS)
         jobs = ledger.running_jobs_by_payment([row.id for row in rows])
@@ -89,9 +92,10 @@ class Account:
 
     async def threads(self, thread_id: str | None = None, owner: str = "default") -> ThreadsResult:
         async with Failures():
-            store = self.service.threads
+            service = self.service
+            store = await off_loop(lambda: service.threads)
             if thread_id is not None:
-                turns = store.turns(thread_id, owner)
+                turns = await off_loop(store.turns, thread_id, owner)
                 return ThreadsResult(
                     turns=[
                         TurnInfo(
@@ -105,6 +109,7 @@ class Account:
                         for turn in turns
                     ]
                 )
+            recent = await off_loop(store.recent, owner, RECENT_THREADS)
             return ThreadsResult(
                 threads=[
                     ThreadInfo(
@@ -115,6 +120,6 @@ class Account:
                         cost_usd=atomic_to_usd(summary.cost_atomic),
                         last_used=_utc(summary.updated_at),
                     )
-                    for summary in store.recent(owner, RECENT_THREADS)
+                    for summary in recent
                 ]
             )

@@ -18,6 +18,7 @@ from blockrun_mcp.gateway_models import (
     ChatRequest,
     ResponsesRequest,
 )
+from blockrun_mcp.off_loop import off_loop
 from blockrun_mcp.results import AskResult, FileSent, Usage
 from blockrun_mcp.service import arguments
 from blockrun_mcp.service.caller import NOBODY_IN_PARTICULAR, Caller
@@ -95,18 +96,18 @@ class Chat:
             arguments.temperature(temperature)
             if effort is not None and effort not in EFFORTS:
                 raise ToolFailure(f"effort must be one of {', '.join(EFFORTS)}, got {effort!r}.")
-            threads = service.threads
-            if thread_id is not None:
-                threads.check(
-                    thread_id, caller.owner
-                )  # before anything else: unknown costs nothing
-            selection = await service.select_files(caller.roots, files) if files else Selection()
+            threads = await off_loop(lambda: service.threads)
+            if thread_id is not None:  # before anything else: unknown costs nothing
+                await off_loop(threads.check, thread_id, caller.owner)
+            selection = await service.select_files(caller, files) if files else Selection()
             entry = await service.model(model, "chat")
             tokens = arguments.max_tokens_for(max_tokens, entry)
             if effort is not None and not takes_effort(entry):
                 raise ToolFailure(await self._no_effort(entry))
             async with threads.taking_turn(thread_id) if thread_id else nullcontext():
-                history = threads.turns(thread_id, caller.owner) if thread_id else []
+                history = (
+                    await off_loop(threads.turns, thread_id, caller.owner) if thread_id else []
+                )
                 context = conversation(history, system, selection.files, prompt)
                 await self._fits(entry, context, tokens)
                 texts = [m.content for m in context.messages]
@@ -124,7 +125,7 @@ class Chat:
                     answer = await ask_one(
                         service, call, entry, context, tokens, effort, temperature
                     )
-                thread_id, unsaved = record_turn(
+                thread_id, unsaved = await record_turn(
                     service, thread_id, caller, entry, effort, context, prompt, answer, call
                 )
             refused = answer.finish_reason == "content_filter"
@@ -142,11 +143,12 @@ class Chat:
                     reasoning_tokens=answer.usage.reasoning_tokens,
                 ),
                 cost_usd=call.cost_usd,
-                budget_remaining_usd=budget.remaining_usd(),
+                budget_remaining_usd=await budget.aremaining_usd(),
                 thread_id=thread_id,
                 files=[
                     FileSent(path=f.label, bytes=f.size, tokens=f.tokens) for f in selection.files
                 ],
+                workspace=selection.roots or None,
                 transaction=call.tx_hash,
                 note=" ".join(note for note in notes if note) or None,
             )
@@ -183,7 +185,7 @@ async def ask_one(
     return answer
 
 
-def record_turn(
+async def record_turn(
     service: BlockrunService,
     thread_id: str | None,
     caller: Caller,
@@ -198,7 +200,9 @@ def record_turn(
     note when it could not be kept. The answer is paid for: a store that fails now loses the
     thread's turn, never the answer (the thread stays as it was; a new one has no id)."""
     try:
-        saved = service.threads.add_turn(
+        store = await off_loop(lambda: service.threads)
+        saved = await off_loop(
+            store.add_turn,
             thread_id,
             caller.owner,
             model=entry.id,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from blockrun_mcp import pricing
+from blockrun_mcp.asking import InputRequired
 from blockrun_mcp.gateway_models import EFFORTS, CatalogEntry
 from blockrun_mcp.money import atomic_to_usd, usd_to_atomic
 from blockrun_mcp.payments import Consult, ConsultRefused, FollowUpApproval, PaidCall
@@ -82,7 +83,7 @@ class Consulting:
                     if not takes_effort(entry):
                         raise ToolFailure(await no_effort(service, entry))
             synthesizer = await service.model(synthesize_with, "chat") if synthesize_with else None
-            selection = await service.select_files(caller.roots, files) if files else Selection()
+            selection = await service.select_files(caller, files) if files else Selection()
             context = conversation([], system, selection.files, prompt)
             plans = []
             for entry in entries:
@@ -107,23 +108,30 @@ class Consulting:
             )
             answers = await self._ask_all(consult, plans, context, effort, caller, prompt)
             _raise_if_refused_as_a_whole(consult, answers)
-            synthesis, synthesis_atomic = None, 0
+            synthesis, synthesis_atomic, skipped = None, 0, None
             if synthesizer is not None and any(a.content for a in answers):
-                synthesis, synthesis_atomic = await self._synthesize(
-                    budget, synthesizer, prompt, answers, consult, caller
-                )
+                try:
+                    synthesis, synthesis_atomic = await self._synthesize(
+                        budget, synthesizer, prompt, answers, consult, caller
+                    )
+                except InputRequired:
+                    # The members are paid; a question now would end the call and lose their
+                    # answers, so the synthesis is left out (2026-07-28 asks only between calls).
+                    skipped = SYNTHESIS_NOT_APPROVED
             total = sum(call.cost_atomic for call in consult.calls) + synthesis_atomic
             failed = [a.model for a in answers if a.error]
+            notes = (
+                [f"{len(failed)} of {len(answers)} failed: {', '.join(failed)}."] if failed else []
+            )
+            if skipped:
+                notes.append(skipped)
             return ConsultResult(
                 answers=answers,
                 synthesis=synthesis,
                 cost_usd=atomic_to_usd(total),
-                budget_remaining_usd=budget.remaining_usd(),
-                note=(
-                    f"{len(failed)} of {len(answers)} failed: {', '.join(failed)}."
-                    if failed
-                    else None
-                ),
+                budget_remaining_usd=await budget.aremaining_usd(),
+                workspace=selection.roots or None,
+                note=" ".join(notes) or None,
             )
 
     async def _ask_all(
@@ -190,7 +198,7 @@ class Consulting:
                 cost_usd=call.cost_usd,
                 error=failure.message,
             )
-        thread_id, unsaved = record_turn(
+        thread_id, unsaved = await record_turn(
             service, None, caller, entry, effort, context, prompt, answer, call
         )
         refused = answer.finish_reason == "content_filter"
@@ -286,9 +294,17 @@ def _synthesis_estimate(entry: CatalogEntry, context: Context, answer_tokens: li
     return pricing.chat_cost_atomic(entry, ["x" * chars], tokens)
 
 
+SYNTHESIS_NOT_APPROVED = (
+    "No synthesis: its quote brings the call above the sum you approved, and this client "
+    "(MCP 2026-07-28) can only ask you again on a new call. Nothing was signed for it."
+)
+
+
 def _raise_if_refused_as_a_whole(consult: Consult, answers: list[ConsultAnswer]) -> None:
     """A consult refused before signing fails as one: nothing was paid, and the error says why
     with the breakdown per model."""
     refusal = consult.refusal
     if refusal is not None and not any(hold.nonce for call in consult.calls for hold in call.holds):
+        if isinstance(refusal, InputRequired):
+            raise refusal  # the sum goes to the person first (2026-07-28), nothing signed
         raise ToolFailure(refusal.message)

@@ -21,12 +21,14 @@ from blockrun_mcp.budget import Limits, SessionBudget
 from blockrun_mcp.catalog import Catalog
 from blockrun_mcp.gateway import POLL_TIMEOUT_SECONDS, GatewayClient
 from blockrun_mcp.gateway_models import CatalogEntry
+from blockrun_mcp.ledger import DEFAULT_IDENTITY
 from blockrun_mcp.media import MediaStore
 from blockrun_mcp.money import usd_to_atomic
+from blockrun_mcp.off_loop import off_loop
 from blockrun_mcp.payments import Approval, PaidCall
 from blockrun_mcp.service import arguments
 from blockrun_mcp.service.account import Account
-from blockrun_mcp.service.caller import Caller
+from blockrun_mcp.service.caller import Caller, Payer
 from blockrun_mcp.service.chat import Chat
 from blockrun_mcp.service.consult import Consulting
 from blockrun_mcp.service.failures import ToolFailure
@@ -49,6 +51,13 @@ if TYPE_CHECKING:
     from blockrun_mcp.workspace import Selection, Workspace
 
 log = logging.getLogger("blockrun_mcp")
+
+REMOTE_FILES_UNCONFIGURED = (
+    "files cannot be read over HTTP here: this server reads only a workspace its operator "
+    "configured, never the client's paths. Set BLOCKRUN_WORKSPACE on the server, or a "
+    "`workspace` for this identity in the tokens file, or send the text in the prompt. "
+    "Nothing was signed."
+)
 
 
 @dataclass
@@ -89,7 +98,7 @@ class BlockrunService:
         self.media = MediaStore(config.output_dir, config.api_url)
         self._ledger: Ledger | None = None
         self._threads: ThreadStore | None = None
-        self._sessions: dict[str, SessionBudget] = {}
+        self._sessions: dict[tuple[str, str], SessionBudget] = {}
         self.start_dir = Path.cwd()  # the workspace when neither the client nor the env names one
         self._reconciling = anyio.Lock()
         self.chat = Chat(self)
@@ -127,16 +136,27 @@ class BlockrunService:
             self._threads = ThreadStore(self.ledger)
         return self._threads
 
-    def workspace(self, client_roots: list[str] | None) -> Workspace:
-        """Where `files` may come from for this call (the client's roots first), and what is
-        never sent from it: our own files (refused by identity, so a hard link under another
-        name is refused too) and any file holding the wallet's key. Blocking (it indexes our
-        directories and may load the wallet): see select_files."""
+    def workspace_roots(self, caller: Caller) -> list[Path]:
+        """Where `files` may come from for this call. Locally: the client's roots, else
+        BLOCKRUN_WORKSPACE, else the start directory. Over HTTP only what the operator
+        configured: a client's roots name its own disk, never this server's."""
+        from blockrun_mcp.workspace import workspace_roots
+
+        if caller.payer.remote:
+            if not caller.workspace:
+                raise ToolFailure(REMOTE_FILES_UNCONFIGURED)
+            return list(caller.workspace)
+        return workspace_roots(caller.roots, list(self.config.workspace), self.start_dir)
+
+    def workspace(self, roots: list[Path]) -> Workspace:
+        """The workspace of `roots`, and what is never sent from it: our own files (refused by
+        identity, so a hard link under another name is refused too) and any file holding the
+        wallet's key. Blocking (it indexes our directories and may load the wallet): see
+        select_files."""
         from blockrun_mcp.wallet import key_file_candidates
-        from blockrun_mcp.workspace import Workspace, workspace_roots
+        from blockrun_mcp.workspace import Workspace
 
         config = self.config
-        roots = workspace_roots(client_roots, list(config.workspace), self.start_dir)
         # Named on their own as well as under their directories: they are indexed first, so a
         # walk cut short by its cap (a huge media dir) still knows them.
         ledger = config.data_dir / "ledger.sqlite3"
@@ -166,33 +186,55 @@ class BlockrunService:
         except WalletError:
             return None
 
-    async def select_files(self, client_roots: list[str] | None, specs: list[str]) -> Selection:
+    async def select_files(self, caller: Caller, specs: list[str]) -> Selection:
         """A call's `files`, chosen and read in a worker thread: walking, matching, stats and
         reads are blocking work that must never hold the event loop (every other call and
-        session waits on it)."""
-        return await anyio.to_thread.run_sync(lambda: self.workspace(client_roots).select(specs))
+        session waits on it). The selection names the workspace it came from."""
+        roots = self.workspace_roots(caller)
+        selection = await anyio.to_thread.run_sync(lambda: self.workspace(roots).select(specs))
+        selection.roots = [str(root) for root in roots]
+        return selection
+
+    def budget(self, payer: Payer, identity: Identity | None = None) -> SessionBudget:
+        """The session budget `payer` draws on; `identity` carries its limits from the tokens
+        file (None: the one user of a local server). Held in memory until its session ends:
+        a lowered limit is kept with it."""
+        key = (payer.scope, payer.identity)
+        budget = self._sessions.get(key)
+        if budget is None:
+            budget = SessionBudget(
+                self.ledger,
+                payer.scope,
+                self.limits,
+                self.network.name,
+                identity=identity,
+                per_session=payer.per_session,
+            )
+            self._sessions[key] = budget
+        elif identity is not None:
+            budget.identity = identity  # the tokens file may have changed its limits
+        return budget
 
     def session(
         self, key: str, identity: Identity | None = None, *, per_session: bool = True
     ) -> SessionBudget:
-        """The budget of session `key` for `identity` (None: the one user of a local server)."""
-        cache_key = key if identity is None else f"{key}|{identity.name}"
-        budget = self._sessions.get(cache_key)
-        if budget is None:
-            budget = SessionBudget(
-                self.ledger,
-                key,
-                self.limits,
-                self.network.name,
-                identity=identity,
-                per_session=per_session,
-            )
-            self._sessions[cache_key] = budget
-        return budget
+        """The budget of session `key` for `identity` (tests and the CLI; tools use budget())."""
+        name = identity.name if identity is not None else DEFAULT_IDENTITY
+        return self.budget(Payer(identity=name, scope=key, per_session=per_session), identity)
 
     def forget_session(self, session_id: str) -> None:
-        """An HTTP session ended: its budget object goes (its spend stays in the ledger)."""
-        self._sessions.pop(f"http-{session_id}", None)
+        """An HTTP session ended: its budget objects go (its spend stays in the ledger)."""
+        scope = f"http-{session_id}"
+        for key in [key for key in self._sessions if key[0] == scope]:
+            del self._sessions[key]
+
+    def remote_workspace(self, identity: Identity | None) -> list[Path] | None:
+        """Where an HTTP caller's `files` come from: its identity's `workspace` in the tokens
+        file, else BLOCKRUN_WORKSPACE; None when the operator configured neither."""
+        own = getattr(identity, "workspace", None)
+        if own:
+            return list(own)
+        return list(self.config.workspace) or None
 
     @property
     def session_count(self) -> int:
@@ -280,12 +322,11 @@ class BlockrunService:
         next_reconcile = 0.0
         while True:
             try:
-                # (On the event loop, as every ledger call: SQLite's one connection is not
-                # shared across threads within a transaction.)
-                if self.ledger.unbooked_settlements:
-                    booked = self.ledger.book_unbooked_settlements()
+                ledger = self.ledger
+                if ledger.unbooked_settlements:
+                    booked = await off_loop(ledger.book_unbooked_settlements)
                     log.info("booked %d settlement(s) the ledger missed", booked)
-                released = self.ledger.release_abandoned_reservations()
+                released = await off_loop(ledger.release_abandoned_reservations)
                 if released:
                     log.info("released %d reservation(s) no process holds", released)
                 if time.monotonic() >= next_reconcile:

@@ -12,6 +12,7 @@ import logging
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from blockrun_mcp.asking import InputRequired
 from blockrun_mcp.errors import BlockrunError
 from blockrun_mcp.ledger import StoreUnavailable
 from blockrun_mcp.money import usd_text
@@ -74,10 +75,22 @@ class Failures:
     ) -> None:
         if exc is None or isinstance(exc, ToolFailure) or not isinstance(exc, Exception):
             return  # success, already translated, or cancellation: let it through
-        raise ToolFailure(self.describe(exc), money_moved=self._money_moved(exc)) from None
+        if isinstance(exc, InputRequired) and not self._signed():
+            return  # a question for the client (2026-07-28), asked before anything was signed
+        raise ToolFailure(await self.describe(exc), money_moved=self._money_moved(exc)) from None
 
-    def describe(self, exc: Exception) -> str:
-        if isinstance(exc, BlockrunError):
+    def _signed(self) -> bool:
+        return self.call is not None and any(hold.nonce for hold in self.call.holds)
+
+    async def describe(self, exc: Exception) -> str:
+        if isinstance(exc, InputRequired):
+            # Something was already signed in this call (never expected: every call asks before
+            # its first signature); the further payment is not made without the person's yes.
+            parts = [
+                "A further payment needed your approval, which this client can only give on a "
+                "new call; it was not made."
+            ]
+        elif isinstance(exc, BlockrunError):
             parts = [exc.message, advice(exc)]
         else:
             log.error("unexpected error in a tool call", exc_info=exc)
@@ -85,13 +98,13 @@ class Failures:
                 f"Unexpected internal error ({type(exc).__name__}); please report it if it repeats."
             ]
         call = self.call
-        signed = call is not None and any(hold.nonce for hold in call.holds)
+        signed = self._signed()
         if call is not None and signed:
             parts.append(call.money_sentence())
-        elif isinstance(exc, StoreUnavailable):
+        elif isinstance(exc, StoreUnavailable) and "Nothing was signed" not in exc.message:
             parts.append("Nothing was signed: no payment is made without its reservation.")
         if self.budget is not None and (signed or isinstance(exc, PaymentRefused)):
-            parts.append(self._remaining_sentence())
+            parts.append(await self._remaining_sentence())
         return " ".join(part for part in parts if part)
 
     def _money_moved(self, exc: Exception) -> bool | None:
@@ -99,10 +112,10 @@ class Failures:
             return self.call.money_moved()
         return exc.money_moved if isinstance(exc, BlockrunError) else False
 
-    def _remaining_sentence(self) -> str:
+    async def _remaining_sentence(self) -> str:
         assert self.budget is not None
         try:
-            remaining = self.budget.remaining_atomic()
+            remaining = await self.budget.aremaining_atomic()
         except Exception:  # the ledger itself failing: the sentence must still be written
             return "Budget remaining: unknown (the ledger cannot be read right now)."
         return f"Budget remaining: {usd_text(remaining)}."

@@ -56,7 +56,7 @@ class Images:
                 images=files,
                 model=entry.id,
                 cost_usd=call.cost_usd,
-                budget_remaining_usd=budget.remaining_usd(),
+                budget_remaining_usd=await budget.aremaining_usd(),
                 transaction=call.tx_hash,
                 note=("Saving failed: " + " ".join(problems)) if problems else None,
             )

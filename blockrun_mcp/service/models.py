@@ -47,6 +47,7 @@ class Models:
         async with Failures():
             entry = await self._any_kind(model)
             kind = kind_of(entry)
+            workspace: list[str] | None = None
             if kind == "image":
                 arguments.image_size(size)
                 cost = pricing.image_cost_atomic(entry, size)
@@ -57,7 +58,9 @@ class Models:
                 basis = f"{seconds:g} s of video"
             else:
                 tokens = arguments.max_tokens_for(max_tokens, entry)
-                sent = (await self.service.select_files(caller.roots, files)).files if files else []
+                selection = await self.service.select_files(caller, files) if files else None
+                sent = selection.files if selection is not None else []
+                workspace = selection.roots if selection is not None else None
                 cost = pricing.chat_cost_atomic(entry, [with_files(sent, prompt or "")], tokens)
                 basis = (
                     "free model"
@@ -68,7 +71,9 @@ class Models:
                     basis += f"; {len(sent)} file(s), about {sum(f.tokens for f in sent)} tokens"
             if cost is None:
                 raise ToolFailure(f"No price is known for {entry.id}.")
-            return Estimate(model=entry.id, estimated_usd=atomic_to_usd(cost), basis=basis)
+            return Estimate(
+                model=entry.id, estimated_usd=atomic_to_usd(cost), basis=basis, workspace=workspace
+            )
 
     async def _any_kind(self, model: str) -> CatalogEntry:
         wanted = arguments.model_id(model) if isinstance(model, str) else None

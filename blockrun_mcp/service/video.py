@@ -18,8 +18,9 @@ from blockrun_mcp import pricing
 from blockrun_mcp.errors import BlockrunError
 from blockrun_mcp.gateway import GatewayError, VideoJob
 from blockrun_mcp.gateway_models import ImageData, VideoRequest, VideoStatus
-from blockrun_mcp.ledger import VideoJobRow
+from blockrun_mcp.ledger import PaymentRow, VideoJobRow
 from blockrun_mcp.money import usd_text
+from blockrun_mcp.off_loop import off_loop
 from blockrun_mcp.payments import PaidCall, when
 from blockrun_mcp.results import VideoResult
 from blockrun_mcp.service import arguments
@@ -74,13 +75,16 @@ class VideoJobs:
     ) -> None:
         self.ledger.update_video_job(job_id, status=status, path=path, url=url)
 
-    def find(self, job_id: str) -> VideoJobRow:
+    def find(self, job_id: str, identity: str) -> tuple[VideoJobRow, PaymentRow | None]:
+        """The job and its payment, if `identity` paid for it. Another identity's job is as
+        unknown as a made-up id: same sentence, and nothing is asked of the gateway."""
         row = self.ledger.video_job(arguments.job_id(job_id))
-        if row is None:
+        payment = self.ledger.payment(row.payment_id) if row is not None else None
+        if row is None or (payment is not None and payment.identity != identity):
             raise ToolFailure(
                 f"No video job {job_id} is known here; start a new one with a prompt."
             )
-        return row
+        return row, payment
 
 
 class Video:
@@ -127,7 +131,7 @@ class Video:
                             image_url=image_url,
                         )
                     )
-                self.jobs.started(job, call, budget, entry.id)
+                await off_loop(self.jobs.started, job, call, budget, entry.id)
                 return await self._wait(budget, job, call, text, progress)
 
     async def _resume(
@@ -137,7 +141,7 @@ class Video:
         progress: ProgressCallback | None,
         failures: Failures,
     ) -> VideoResult:
-        row = self.jobs.find(job_id)
+        row, payment = await off_loop(self.jobs.find, job_id, budget.identity_name)
         if row.status in ("completed", "failed"):
             return VideoResult(
                 status=row.status,
@@ -145,10 +149,9 @@ class Video:
                 path=row.path,
                 url=row.url,
                 cost_usd=0.0,
-                budget_remaining_usd=budget.remaining_usd(),
+                budget_remaining_usd=await budget.aremaining_usd(),
                 note="This job had already ended; nothing was paid again.",
             )
-        payment = self.service.ledger.payment(row.payment_id)
         if payment is None:
             raise ToolFailure(f"Video job {job_id} has lost its payment record; start a new job.")
         failures.call = call = PaidCall.resumed(budget, payment, tool="generate_video")
@@ -232,7 +235,7 @@ class Video:
         if status.status == "completed":
             result = await self._completed(job, call, status, prompt)
         elif status.status == "failed":
-            self.jobs.ended(job.id, "failed")
+            await off_loop(self.jobs.ended, job.id, "failed")
             result.status = "failed"
             result.note = (
                 f"The gateway says the video job failed: {status.error or 'no reason given'}. "
@@ -250,7 +253,7 @@ class Video:
         elif time.time() >= job.poll_deadline:
             # The row stays running: a gateway that settles by itself in the last seconds of the
             # authorization has delivered what was paid for, and a resume must still find it.
-            call.record("the job had not completed when polling had to stop")
+            await call.record("the job had not completed when polling had to stop")
             result.status = "failed"
             result.note = (
                 "The job did not finish before its payment authorization ran out (at "
@@ -264,7 +267,7 @@ class Video:
                 f"Still rendering. Call generate_video with job_id={job.id!r} to resume; it will "
                 "not pay again. Its payment counts as spent until it settles or fails."
             )
-        result.budget_remaining_usd = budget.remaining_usd()
+        result.budget_remaining_usd = await budget.aremaining_usd()
         return result
 
     async def _completed(
@@ -291,7 +294,7 @@ class Video:
                 f"Saving took longer than BLOCKRUN_CALL_TIMEOUT_S ({seconds:g} s) and was "
                 "stopped. The URL may still work for a while."
             )
-        self.jobs.ended(job.id, "completed", path=path, url=url)
+        await off_loop(self.jobs.ended, job.id, "completed", path=path, url=url)
         return VideoResult(
             status="completed",
             job_id=job.id,

@@ -1,8 +1,8 @@
 """Helpers for the MCP server tests: a real server over the sandbox, driven by a real MCP client.
 
 Nothing of ours is mocked: the service pays the sandbox gateway over loopback HTTP, the server is
-`build_server(service)`, and the test talks to it through `mcp.Client` in the legacy (2025-11-25)
-protocol era that today's hosts speak.
+`build_server(service)`, and the test talks to it through `mcp.Client` in the protocol era of the
+test being run (support/eras.py: each MCP-level test runs in both).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from blockrun_mcp.sandbox import SandboxServer, SandboxState
 from blockrun_mcp.server import TOOL_NAMES, build_server
 from blockrun_mcp.service import BlockrunService, ServiceOptions
 from blockrun_mcp.wallet import Wallet, find_wallet
+from tests.support.eras import check_negotiated, mcp_client
 
 TOOLS = TOOL_NAMES
 # A raw MCP initialize request, for HTTP tests that talk to the transport without a client.
@@ -197,13 +198,12 @@ async def open_server(
     async def list_roots(context: Any) -> ListRootsResult:
         return ListRootsResult(roots=[Root(uri=path.resolve().as_uri()) for path in roots or []])
 
-    async with Client(
+    async with mcp_client(
         build_server(service),
-        mode="legacy",
         list_roots_callback=list_roots if roots is not None else None,
         elicitation_callback=elicitation,
     ) as client:
-        assert client.protocol_version == "2025-11-25"
+        check_negotiated(client)
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
         yield Harness(client=client, service=service, config=service.config, key=key, tools=tools)
 
@@ -309,3 +309,48 @@ def http_server(service: BlockrunService, host: str = "127.0.0.1") -> Iterator[s
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@dataclass
+class Served:
+    """An HTTP server started as `serve --transport http` starts one (see `serving`)."""
+
+    url: str
+    port: int
+    app: Any  # transports.IdentityAuth, around sessions.SessionWatch
+
+    @property
+    def sessions(self) -> Any:
+        """The server's sessions.IssuedSessions: which ids it issued, and to whom."""
+        return self.app.app.sessions
+
+
+@contextmanager
+def serving(service: BlockrunService, host: str = "127.0.0.1", **options: Any) -> Iterator[Served]:
+    """Serve `service` as transports.serve_http does with `--port 0`: the sockets bound first,
+    the app pinned to the port the OS gave them. `options` go to transports.http_app
+    (`identities`, `sessions_per_identity`)."""
+    import uvicorn
+
+    from blockrun_mcp.transports import http_app, listening_sockets
+
+    sockets = listening_sockets(host, 0)
+    port = sockets[0].getsockname()[1]
+    app = http_app(service, host, service.config, port, **options)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": sockets}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the HTTP server did not start"
+        time.sleep(0.01)
+    shown = f"[{host}]" if ":" in host else host
+    try:
+        yield Served(url=f"http://{shown}:{port}/mcp", port=port, app=app)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        for sock in sockets:
+            sock.close()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -186,23 +187,35 @@ class FailingStore:
     ledger holds afterwards is what a real outage would have left.
     """
 
-    def __init__(self, store: Any, fragment: str, *, times: int = 1) -> None:
+    def __init__(
+        self, store: Any, fragment: str, *, times: int = 1, payment_id: int | None = None
+    ) -> None:
         self.store = store
         self.fragment = fragment
         self.left = times
         self.failed = 0
+        # Only statements about this payment (its id among the arguments): calls running at
+        # once, in the ledger's worker threads, must not take each other's failures.
+        self.payment_id = payment_id
+        self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
 
-    def _check(self, sql: str) -> None:
-        if self.fragment in sql and self.left > 0:
+    def _check(self, sql: str, args: Sequence[object] = ()) -> None:
+        if self.fragment not in sql or (
+            self.payment_id is not None and self.payment_id not in args
+        ):
+            return
+        with self._lock:
+            if self.left <= 0:
+                return
             self.left -= 1
             self.failed += 1
-            raise StoreUnavailable("The ledger's store cannot be used (a test's outage).")
+        raise StoreUnavailable("The ledger's store cannot be used (a test's outage).")
 
     def run(self, sql: str, args: Sequence[object] = ()) -> Any:
-        self._check(sql)
+        self._check(sql, args)
         return self.store.run(sql, args)
 
     @contextmanager
@@ -216,12 +229,14 @@ class _FailingTx:
         self.store, self.tx = store, tx
 
     def execute(self, sql: str, args: Sequence[object] = ()) -> Any:
-        self.store._check(sql)
+        self.store._check(sql, args)
         return self.tx.execute(sql, args)
 
 
-def fail_statements(ledger: Ledger, fragment: str, *, times: int = 1) -> FailingStore:
+def fail_statements(
+    ledger: Ledger, fragment: str, *, times: int = 1, payment_id: int | None = None
+) -> FailingStore:
     """Make `ledger`'s statements containing `fragment` fail `times` times (see FailingStore)."""
-    failing = FailingStore(ledger.store, fragment, times=times)
+    failing = FailingStore(ledger.store, fragment, times=times, payment_id=payment_id)
     ledger.store = failing
     return failing
