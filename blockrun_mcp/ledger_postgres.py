@@ -142,6 +142,14 @@ MIGRATIONS: list[str] = [
         heartbeat_at DOUBLE PRECISION NOT NULL
     );
     """,
+    # 2: secrets the instances share, made once by whichever starts first (the key that seals
+    # a 2026-07-28 client's request_state, so a retry may reach any instance).
+    """
+    CREATE TABLE shared_secrets (
+        name TEXT PRIMARY KEY,
+        value BYTEA NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -371,6 +379,18 @@ class PostgresBackend:
                     (version, time.time()),
                 )
             return SCHEMA_VERSION - current
+
+    def shared_secret(self, name: str) -> bytes:
+        """The instances' one secret called `name`: 32 random bytes, made by the first to ask."""
+        with self.transaction() as tx:
+            tx.execute(
+                "INSERT INTO shared_secrets (name, value) VALUES (?, ?)"
+                " ON CONFLICT (name) DO NOTHING",
+                (name, os.urandom(32)),
+            )
+            row = tx.execute("SELECT value FROM shared_secrets WHERE name = ?", (name,)).one()
+        assert row is not None
+        return bytes(row["value"])
 
     def schema_version(self) -> int:
         """The newest migration applied here; 0 for a database no instance has migrated."""

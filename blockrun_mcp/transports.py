@@ -222,6 +222,17 @@ def check_http_binding(host: str, config: Config) -> Identities:
     return identities
 
 
+def shared_state_key(service: BlockrunService) -> bytes | None:
+    """The key that seals what a 2026-07-28 client brings back between an approval's rounds:
+    one for all of a team's instances (kept in their database), since the retry may reach any
+    of them; None (a key of this process's own) otherwise."""
+    if not service.config.shared_ledger:
+        return None
+    store = service.ledger.store
+    shared = getattr(store, "shared_secret", None)
+    return shared("mcp-request-state") if shared is not None else None
+
+
 def http_app(
     service: BlockrunService,
     host: str,
@@ -251,7 +262,9 @@ def http_app(
         identities.on_change = lambda current: sessions.keep_only(
             (i.name, i.token_sha256) for i in current.by_name.values()
         )
-    mcp = build_server(service, sessions=sessions, identities=identities)
+    mcp = build_server(
+        service, sessions=sessions, identities=identities, state_key=shared_state_key(service)
+    )
     app = SessionWatch(
         mcp.streamable_http_app(
             streamable_http_path="/mcp",

@@ -306,3 +306,65 @@ async def test_a_running_server_releases_what_ended_processes_reserved(
     assert ledger.payment(held).status == "reserved"  # a call of this process holds it
     assert ledger.day_spent_atomic() == 100
     await service.aclose()
+
+
+async def test_an_approval_asked_by_one_instance_is_paid_by_another(
+    sandbox, tmp_path, fresh_database
+):
+    """Behind a load balancer the retry that carries the person's yes may reach another
+    instance: the sealing key is the team's (kept in its database), so it pays there, once.
+    A handshake-era client of a team server has no session, so nothing can be asked of it in
+    the middle of a call: it is refused plainly, unsigned (README, "Team server")."""
+    from mcp_types import ElicitResult, InputRequiredResult
+
+    from tests.support.eras import is_sessionless
+
+    tokens = tmp_path / "tokens.toml"
+    alice = add_identity(tokens, "alice", daily_budget_usd=1.00, max_per_call_usd=None)
+    env = team_env(tmp_path, fresh_database, tokens, BLOCKRUN_CONFIRM_ABOVE_USD="0.0001")
+    key = new_key()
+    first, _ = make_service(tmp_path / "one", sandbox, key=key, env=env)
+    second, _ = make_service(tmp_path / "two", sandbox, key=key, env=env)
+    yes = ElicitResult(action="accept", content={"approve": True})
+
+    async def approve(context: Any, params: Any) -> ElicitResult:
+        return yes
+
+    arguments = {"prompt": "approve me", "model": CHEAP_MODEL}
+    with ExitStack() as servers:
+        urls = [servers.enter_context(http_server(s)) for s in (first, second)]
+        async with AsyncExitStack() as stack:
+            on = []
+            for url in urls:
+                http = await stack.enter_async_context(client_for(url, alice))
+                on.append(
+                    await stack.enter_async_context(
+                        mcp_client(
+                            streamable_http_client(url, http_client=http),
+                            elicitation_callback=approve,
+                        )
+                    )
+                )
+            with anyio.fail_after(60):
+                if not is_sessionless():
+                    result = await on[0].call_tool("ask_model", arguments)
+                    assert result.is_error and "cannot ask you" in result.content[0].text
+                    assert "Nothing was signed" in result.content[0].text
+                    assert not sandbox.state.payments_seen
+                    return
+                else:
+                    asked = await on[0].session.call_tool(
+                        "ask_model", arguments, allow_input_required=True
+                    )
+                    assert isinstance(asked, InputRequiredResult)
+                    ((question, _),) = asked.input_requests.items()
+                    assert not sandbox.state.payments_seen
+                    result = await on[1].session.call_tool(
+                        "ask_model",
+                        arguments,
+                        input_responses={question: yes},
+                        request_state=asked.request_state,
+                    )
+                assert not result.is_error, result.content[0].text
+    assert len(sandbox.state.payments_seen) == 1
+    assert_every_payment_valid(sandbox.state)
