@@ -154,6 +154,21 @@ class ThreadStore:
 
     # --- writing --------------------------------------------------------------------------
 
+    def free_stored_today(self, owner: str, now: float | None = None) -> int:
+        """Characters of prompts, answers and system prompts `owner`'s free turns stored since
+        the UTC day began: what FREE_STORED_PER_DAY bounds (file texts are kept once each,
+        shared by every turn that sent them, and are capped per call instead)."""
+        now = time.time() if now is None else now
+        day_start = now - now % 86_400
+        rows = self.ledger.read(
+            "SELECT COALESCE(SUM(LENGTH(u.prompt) + LENGTH(u.answer)"
+            " + COALESCE(LENGTH(u.system), 0)), 0) AS stored"
+            " FROM turns u JOIN threads t ON t.id = u.thread_id"
+            " WHERE t.owner = ? AND u.cost_atomic = 0 AND u.created_at >= ?",
+            (owner, day_start),
+        )
+        return int(rows[0]["stored"]) if rows else 0
+
     def add_turn(
         self,
         thread_id: str | None,

@@ -303,3 +303,24 @@ def test_a_relative_workspace_in_the_tokens_file_is_refused(tmp_path):
     )
     with pytest.raises(IdentitiesError, match="absolute"):
         read_file(tokens)
+
+
+async def test_what_free_calls_store_is_capped_per_person_per_day(sandbox, tmp_path, monkeypatch):
+    """Free calls cost nothing, so only this cap bounds what they make the ledger keep: past it
+    the answer still comes back, unsaved, with a note; another person's turns are still kept."""
+    from blockrun_mcp.service import chat
+    from tests.support.server import FREE_MODEL
+
+    monkeypatch.setattr(chat, "FREE_STORED_PER_DAY", 3_000)
+    big = {"prompt": "x" * 1_200, "model": FREE_MODEL, "max_tokens": 50}
+    async with two_people(sandbox, tmp_path) as (alice, bob):
+        first = ok(await alice.call_tool("ask_model", big))
+        second = ok(await alice.call_tool("ask_model", big))
+        assert first["thread_id"] and second["thread_id"] and second.get("note") is None
+        third = ok(await alice.call_tool("ask_model", big))
+        assert third["content"] and third["thread_id"] is None
+        assert "not saved" in third["note"] and "alice" in third["note"]
+        assert ok(await bob.call_tool("ask_model", big))["thread_id"]
+        listed = ok(await alice.call_tool("threads", {}))["threads"]
+        assert len(listed) == 2
+    assert not sandbox.state.payments_seen

@@ -185,6 +185,11 @@ async def ask_one(
     return answer
 
 
+# What free-model turns may make the ledger store per identity per UTC day (characters of
+# prompts, answers and system prompts): paid turns are bounded by their budgets, free ones by this.
+FREE_STORED_PER_DAY = 16_000_000
+
+
 async def record_turn(
     service: BlockrunService,
     thread_id: str | None,
@@ -199,8 +204,21 @@ async def record_turn(
     """The answered turn, kept (a new thread when `thread_id` is None): the thread's id, and a
     note when it could not be kept. The answer is paid for: a store that fails now loses the
     thread's turn, never the answer (the thread stays as it was; a new one has no id)."""
+    free = call.cost_atomic == 0 and not call.holds
+    size = len(prompt) + len(answer.content or "") + len(context.system or "")
     try:
         store = await off_loop(lambda: service.threads)
+        if (
+            free
+            and await off_loop(store.free_stored_today, caller.owner) + size > FREE_STORED_PER_DAY
+        ):
+            # Free calls cost nothing, so nothing else bounds what they make the ledger keep.
+            where = f"thread {thread_id} is as it was" if thread_id else "no thread was started"
+            return thread_id, (
+                f"This free turn was not saved to a thread: free-model turns stored for "
+                f"{caller.owner} today reached {FREE_STORED_PER_DAY // 1_000_000} MB. {where}; "
+                "paid models' turns are still kept, and the count starts again at 00:00 UTC."
+            )
         saved = await off_loop(
             store.add_turn,
             thread_id,
