@@ -324,3 +324,20 @@ async def test_what_free_calls_store_is_capped_per_person_per_day(sandbox, tmp_p
         listed = ok(await alice.call_tool("threads", {}))["threads"]
         assert len(listed) == 2
     assert not sandbox.state.payments_seen
+
+
+async def test_an_ended_sessions_budget_is_freed(sandbox, tmp_path):
+    """A session's budget object lives as long as its session: a client that ends it (DELETE,
+    handshake era) takes it along. Session-less budgets (2026-07-28) are one per identity."""
+    tokens, token = people(tmp_path)
+    service, _ = make_service(tmp_path, sandbox, env={"BLOCKRUN_HTTP_TOKENS_FILE": str(tokens)})
+    with http_server(service) as url, anyio.fail_after(ROUND):
+        for _ in range(3):
+            async with as_person(url, token["alice"]) as alice:
+                ok(await alice.call_tool("budget", {}))
+                assert service.session_count == 1
+            if is_sessionless():
+                assert service.session_count == 1  # alice's one session-less budget
+            else:
+                await anyio.sleep(0)  # (the DELETE is answered before the client closes)
+                assert service.session_count == 0
