@@ -28,7 +28,7 @@ class AskResult(BaseModel):
     budget_remaining_usd: float
     thread_id: str | None = Field(description="continue with it (null: the turn was not saved)")
     files: list[FileSent] = []
-    workspace: list[str] | None = Field(None, description="where files were read")
+    workspace: list[str] | None = None  # the directories `files` were read from
     transaction: str | None = Field(None, description="settlement tx hash")
     note: str | None = None
 
@@ -81,7 +81,6 @@ class Estimate(BaseModel):
     model: str
     estimated_usd: float
     basis: str
-    workspace: list[str] | None = Field(None, description="where files were read")
 
 
 class Receipt(BaseModel):
@@ -158,5 +157,5 @@ class ConsultResult(BaseModel):
     synthesis: Synthesis | None = None
     cost_usd: float
     budget_remaining_usd: float
-    workspace: list[str] | None = Field(None, description="where files were read")
+    workspace: list[str] | None = None  # the directories `files` were read from
     note: str | None = None

@@ -33,6 +33,13 @@ def compact(node: Any, *, optional_inputs: bool = False, in_properties: bool = F
         elif optional_inputs and len(others) == 1 and isinstance(others[0], dict):
             # An optional array or enum parameter: the option itself (null stays accepted).
             node = {**{k: v for k, v in node.items() if k != "anyOf"}, **others[0]}
+        elif (
+            len(others) == 1 and isinstance(others[0].get("type"), str) and "enum" not in others[0]
+        ):
+            # A nullable array or object in an output: its own keywords, null added to its type
+            # (`items` and `properties` constrain only values of their own type).
+            rest = {k: v for k, v in node.items() if k != "anyOf"}
+            node = {**rest, **others[0], "type": [others[0]["type"], "null"]}
     result = {}
     for key, value in node.items():
         if not in_properties and key == "title" and isinstance(value, str):

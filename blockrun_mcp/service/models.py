@@ -69,11 +69,10 @@ class Models:
                 )
                 if sent:
                     basis += f"; {len(sent)} file(s), about {sum(f.tokens for f in sent)} tokens"
+                    basis += f", read from {', '.join(workspace or [])}"
             if cost is None:
                 raise ToolFailure(f"No price is known for {entry.id}.")
-            return Estimate(
-                model=entry.id, estimated_usd=atomic_to_usd(cost), basis=basis, workspace=workspace
-            )
+            return Estimate(model=entry.id, estimated_usd=atomic_to_usd(cost), basis=basis)
 
     async def _any_kind(self, model: str) -> CatalogEntry:
         wanted = arguments.model_id(model) if isinstance(model, str) else None
