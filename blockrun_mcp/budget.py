@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from blockrun_mcp.identities import Identity
     from blockrun_mcp.ledger import Ledger
 
+UNKNOWN_REMAINING = (
+    "Budget remaining: unknown (the ledger cannot be read right now); this call's cost is "
+    "counted all the same."
+)
 # A quote this many times our estimate, and this much above it, is refused as suspicious.
 SUSPICIOUS_RATIO = 1.5
 SUSPICIOUS_MARGIN_USD = 0.02
@@ -178,6 +182,16 @@ class SessionBudget:
 
     async def aremaining_usd(self) -> float:
         return (await self.astatus()).budget_remaining_usd
+
+    async def remaining_after_paying(self) -> float | None:
+        """What a paid result reports as left: None (with UNKNOWN_REMAINING in its note) when
+        the ledger cannot be read just now; a paid answer is never lost for this figure."""
+        from blockrun_mcp.ledger import StoreUnavailable
+
+        try:
+            return await self.aremaining_usd()
+        except StoreUnavailable:
+            return None
 
     async def aremaining_atomic(self) -> int:
         return (await self.astatus()).remaining_atomic

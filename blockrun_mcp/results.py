@@ -25,7 +25,7 @@ class AskResult(BaseModel):
     refused: bool = Field(False, description="declined (content_filter)")
     usage: Usage
     cost_usd: float
-    budget_remaining_usd: float
+    budget_remaining_usd: float | None  # None: the ledger could not be read (see note)
     thread_id: str | None = Field(description="continue with it (null: the turn was not saved)")
     files: list[FileSent] = []
     workspace: list[str] | None = None  # the directories `files` were read from
@@ -61,7 +61,7 @@ class ImageResult(BaseModel):
     images: list[ImageFile]
     model: str
     cost_usd: float
-    budget_remaining_usd: float
+    budget_remaining_usd: float | None  # None: the ledger could not be read (see note)
     transaction: str | None = None
     note: str | None = None
 
@@ -72,7 +72,7 @@ class VideoResult(BaseModel):
     path: str | None = None
     url: str | None = None
     cost_usd: float
-    budget_remaining_usd: float
+    budget_remaining_usd: float | None  # None: the ledger could not be read (see note)
     transaction: str | None = None
     note: str | None = None
 
@@ -156,6 +156,6 @@ class ConsultResult(BaseModel):
     answers: list[ConsultAnswer]
     synthesis: Synthesis | None = None
     cost_usd: float
-    budget_remaining_usd: float
+    budget_remaining_usd: float | None  # None: the ledger could not be read (see note)
     workspace: list[str] | None = None  # the directories `files` were read from
     note: str | None = None

@@ -407,3 +407,23 @@ async def test_a_member_whose_signature_was_never_recorded_costs_nothing(sandbox
     assert len(sandbox.state.payments_seen) == 1
     value = int(sandbox.state.payments_seen[0]["payload"]["authorization"]["value"])
     assert result["cost_usd"] == value / 1e6
+
+
+@pytest.mark.parametrize("tool", ["ask_model", "generate_image"])
+async def test_a_paid_answer_is_returned_when_the_budget_left_cannot_be_read(
+    sandbox, tmp_path, tool
+):
+    """After paying, the result reports what is left of the budget: a ledger that cannot be read
+    at that moment makes the figure unknown (null, said in the note), never the answer lost."""
+    arguments = {
+        "ask_model": {"prompt": "paid", "model": GPT},
+        "generate_image": {"prompt": "paid"},
+    }[tool]
+    async with open_server(tmp_path, sandbox) as h:
+        failing = fail_statements(h.ledger, "SELECT counted_atomic FROM totals", times=1_000)
+        result = await h.ok(tool, arguments)
+        assert failing.failed >= 1
+    assert result["budget_remaining_usd"] is None
+    assert "Budget remaining: unknown" in result["note"]
+    assert result["cost_usd"] > 0
+    assert len(set(nonces_seen(sandbox.state))) == 1

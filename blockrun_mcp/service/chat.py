@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from blockrun_mcp import pricing
+from blockrun_mcp.budget import UNKNOWN_REMAINING
 from blockrun_mcp.catalog import kind_of
 from blockrun_mcp.gateway_models import (
     EFFORTS,
@@ -131,6 +132,8 @@ class Chat:
             refused = answer.finish_reason == "content_filter"
             notes = [REFUSED if refused else (None if answer.complete else CUT_OFF)]
             notes += [selection.skipped_note(), call.booking_note(), unsaved]
+            remaining = await budget.remaining_after_paying()
+            notes.append(UNKNOWN_REMAINING if remaining is None else None)
             return AskResult(
                 model=answer.model,
                 content=answer.content,
@@ -143,7 +146,7 @@ class Chat:
                     reasoning_tokens=answer.usage.reasoning_tokens,
                 ),
                 cost_usd=call.cost_usd,
-                budget_remaining_usd=await budget.aremaining_usd(),
+                budget_remaining_usd=remaining,
                 thread_id=thread_id,
                 files=[
                     FileSent(path=f.label, bytes=f.size, tokens=f.tokens) for f in selection.files

@@ -18,6 +18,7 @@ import anyio
 
 from blockrun_mcp import pricing
 from blockrun_mcp.asking import InputRequired
+from blockrun_mcp.budget import UNKNOWN_REMAINING
 from blockrun_mcp.gateway_models import EFFORTS, CatalogEntry
 from blockrun_mcp.money import atomic_to_usd, usd_to_atomic
 from blockrun_mcp.payments import Consult, ConsultRefused, FollowUpApproval, PaidCall
@@ -125,11 +126,14 @@ class Consulting:
             )
             if skipped:
                 notes.append(skipped)
+            remaining = await budget.remaining_after_paying()
+            if remaining is None:
+                notes.append(UNKNOWN_REMAINING)
             return ConsultResult(
                 answers=answers,
                 synthesis=synthesis,
                 cost_usd=atomic_to_usd(total),
-                budget_remaining_usd=await budget.aremaining_usd(),
+                budget_remaining_usd=remaining,
                 workspace=selection.roots or None,
                 note=" ".join(notes) or None,
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from blockrun_mcp import pricing
+from blockrun_mcp.budget import UNKNOWN_REMAINING
 from blockrun_mcp.errors import BlockrunError
 from blockrun_mcp.gateway_models import ImageData, ImageRequest
 from blockrun_mcp.results import ImageFile, ImageResult
@@ -52,13 +53,16 @@ class Images:
                 if answer.job is not None:  # answered 202: a job to poll, as a video is
                     images = await service.video.follow_image_job(answer.job, call)
                 files, problems = await self._save(images, prompt)
+            remaining = await budget.remaining_after_paying()
+            notes = [("Saving failed: " + " ".join(problems)) if problems else None]
+            notes.append(UNKNOWN_REMAINING if remaining is None else None)
             return ImageResult(
                 images=files,
                 model=entry.id,
                 cost_usd=call.cost_usd,
-                budget_remaining_usd=await budget.aremaining_usd(),
+                budget_remaining_usd=remaining,
                 transaction=call.tx_hash,
-                note=("Saving failed: " + " ".join(problems)) if problems else None,
+                note=" ".join(note for note in notes if note) or None,
             )
 
     async def _save(

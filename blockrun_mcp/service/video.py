@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from blockrun_mcp import pricing
+from blockrun_mcp.budget import UNKNOWN_REMAINING
 from blockrun_mcp.errors import BlockrunError
 from blockrun_mcp.gateway import GatewayError, VideoJob
 from blockrun_mcp.gateway_models import ImageData, VideoRequest, VideoStatus
@@ -267,7 +268,9 @@ class Video:
                 f"Still rendering. Call generate_video with job_id={job.id!r} to resume; it will "
                 "not pay again. Its payment counts as spent until it settles or fails."
             )
-        result.budget_remaining_usd = await budget.aremaining_usd()
+        result.budget_remaining_usd = await budget.remaining_after_paying()
+        if result.budget_remaining_usd is None:
+            result.note = " ".join(filter(None, [result.note, UNKNOWN_REMAINING]))
         return result
 
     async def _completed(
