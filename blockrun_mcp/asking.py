@@ -24,7 +24,7 @@ import json
 import logging
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from mcp.server.elicitation import render_elicitation_schema
@@ -41,6 +41,7 @@ from mcp_types.version import is_version_at_least
 from pydantic import BaseModel, Field, ValidationError
 
 from blockrun_mcp.errors import BlockrunError
+from blockrun_mcp.payments import Confirm
 
 log = logging.getLogger("blockrun_mcp")
 
@@ -131,11 +132,7 @@ class Rounds:
         if answer is None:
             raise InputRequired(ROOTS_KEY, ListRootsRequest())
         try:
-            listed = ListRootsResult.model_validate(
-                answer.model_dump(mode="json", by_alias=True, exclude_none=True)
-                if isinstance(answer, BaseModel)
-                else answer
-            )
+            listed = _read_as(ListRootsResult, answer)
         except ValidationError:
             log.warning("the client's roots answer was not a roots list; using the server's")
             return None
@@ -145,7 +142,7 @@ class Rounds:
 
     # --- approving a payment --------------------------------------------------------------
 
-    def confirm(self) -> Any:
+    def confirm(self) -> Confirm | None:
         """How this call asks the person to approve a payment (see payments.Confirm), or None
         when the client cannot ask: then a payment needing approval is refused, unsigned."""
         capabilities = self.ctx.client_capabilities
@@ -180,15 +177,25 @@ class Rounds:
         raise InputRequired(APPROVAL_KEY, request, asked={"amount": amount_atomic, "what": what})
 
 
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def _read_as(model: type[Model], answer: Any) -> Model:
+    """A client's input response as `model`: the SDK parses each response into whichever input
+    result type fits first, so an answer is re-read as the kind its question asked for."""
+    wire = (
+        answer.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if isinstance(answer, BaseModel)
+        else answer
+    )
+    return model.model_validate(wire)
+
+
 def _approved(answer: Any) -> bool | None:
     """True for a yes, False for a no (declined, cancelled or approve=false), None when the
     answer is not an elicitation answer at all (then the person is asked again)."""
     try:
-        result = ElicitResult.model_validate(
-            answer.model_dump(mode="json", by_alias=True, exclude_none=True)
-            if isinstance(answer, BaseModel)
-            else answer
-        )
+        result = _read_as(ElicitResult, answer)
     except ValidationError:
         return None
     if result.action != "accept":

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from blockrun_mcp.ledger import DEFAULT_IDENTITY
+from blockrun_mcp.ledger import DEFAULT_IDENTITY, StoreUnavailable
 from blockrun_mcp.money import atomic_to_usd, dollars, usd_text, usd_to_atomic
 from blockrun_mcp.off_loop import off_loop
 from blockrun_mcp.x402.errors import PaymentRefused
@@ -186,8 +186,6 @@ class SessionBudget:
     async def remaining_after_paying(self) -> float | None:
         """What a paid result reports as left: None (with UNKNOWN_REMAINING in its note) when
         the ledger cannot be read just now; a paid answer is never lost for this figure."""
-        from blockrun_mcp.ledger import StoreUnavailable
-
         try:
             return await self.aremaining_usd()
         except StoreUnavailable:

@@ -161,6 +161,7 @@ class LedgerBusy(StoreUnavailable):
 
     def __init__(self, reason: str, *, nothing_signed: bool = False) -> None:
         self.reason = reason
+        self.nothing_signed = nothing_signed  # the message says so itself
         after = (
             "Nothing was signed (no reservation was recorded); try again in a moment."
             if nothing_signed

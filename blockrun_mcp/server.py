@@ -251,6 +251,9 @@ def build_server(
         ),
     )
 
+    def payer_here(ctx: Context) -> Payer:
+        return payer_of(ctx, stdio_key, sessions, shared_ledger=service.config.shared_ledger)
+
     def identity_of(payer: Payer) -> Identity | None:
         return identities.get(payer.identity) if identities is not None else None
 
@@ -260,7 +263,7 @@ def build_server(
     async def caller_of(ctx: Context, rounds: Rounds, *, files: bool = False) -> Caller:
         """What the service knows of this call's caller, with who pays, computed once here.
         Raises InputRequired when the client's roots must be asked for first (2026-07-28)."""
-        payer = payer_of(ctx, stdio_key, sessions, shared_ledger=service.config.shared_ledger)
+        payer = payer_here(ctx)
 
         async def progress(done: float, total: float | None, message: str) -> None:
             await ctx.report_progress(done, total, message)
@@ -350,7 +353,7 @@ def build_server(
         ctx: Context,
         thread_id: str | None = None,
     ) -> Annotated[CallToolResult, ThreadsResult]:
-        payer = payer_of(ctx, stdio_key, sessions, shared_ledger=service.config.shared_ledger)
+        payer = payer_here(ctx)
         return await answer(service.account.threads(thread_id, payer.identity))
 
     @mcp.tool(description="List models with USD prices per 1M tokens.", annotations=LOCAL)
@@ -422,7 +425,7 @@ def build_server(
             float | None, Field(description="lower only"), NotBool
         ] = None,
     ) -> Annotated[CallToolResult, BudgetResult]:
-        payer = payer_of(ctx, stdio_key, sessions, shared_ledger=service.config.shared_ledger)
+        payer = payer_here(ctx)
 
         async def report() -> BudgetResult:
             budget = service.budget(payer, identity_of(payer))

@@ -38,10 +38,11 @@ from blockrun_mcp.ledger import (
 )
 from blockrun_mcp.ledger_postgres import STALE_INSTANCE_SECONDS, PostgresBackend
 from blockrun_mcp.ledger_sqlite import SQLiteBackend
-from tests.support.stores import LedgerDatabases, LedgerStores, reserve
+from tests.support.stores import LedgerDatabases, LedgerStores, reserve, run_together
 
 TIMEOUT = 1.0  # the lock (busy) timeout these tests' ledgers wait, in seconds
 THREADS = 8
+CONCURRENT_SECONDS = 120  # how long 8 threads of reservations may take on a busy machine
 
 
 def open_ledger(stores: LedgerStores, *, timeout: float = TIMEOUT) -> Ledger:
@@ -99,27 +100,6 @@ def timed(call: Callable[[], object], limit: float = TIMEOUT + 5) -> tuple[objec
     if worker.is_alive():
         pytest.fail(f"the call was still waiting after {limit:g} s: its wait is not bounded")
     return outcome[0], time.monotonic() - start
-
-
-def run_together(count: int, work: Callable[[int], object]) -> list[object]:
-    """`work(0..count-1)` on as many threads, started at once; their results (or exceptions)."""
-    start = threading.Barrier(count)
-    results: list[object] = [None] * count
-
-    def run(index: int) -> None:
-        start.wait()
-        try:
-            results[index] = work(index)
-        except BaseException as error:  # returned: the test says what it expects
-            results[index] = error
-
-    workers = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(count)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=120)
-    assert not any(worker.is_alive() for worker in workers), f"still running: {results}"
-    return results
 
 
 def assert_totals_exact(ledger: Ledger, sessions: Sequence[str], identities: Sequence[str]) -> None:
@@ -383,6 +363,7 @@ def test_eight_threads_on_one_ledger_keep_the_totals_exact_and_never_pass_a_limi
     outcomes = run_together(
         THREADS,
         lambda i: [attempt(session=f"s{i}", daily_limit_atomic=daily) for _ in range(4)],
+        timeout=CONCURRENT_SECONDS,
     )
     assert all(isinstance(result, list) for result in outcomes), outcomes
     flat = [o for result in outcomes for o in result]  # type: ignore[attr-defined]
@@ -404,6 +385,7 @@ def test_eight_threads_on_one_ledger_keep_the_totals_exact_and_never_pass_a_limi
             else attempt(session="shared", identity=f"p{i}", session_limit_atomic=session_limit)
             for n in range(4)
         ],
+        timeout=CONCURRENT_SECONDS,
     )
     assert all(isinstance(result, list) for result in outcomes), outcomes
     flat = [o for result in outcomes for o in result]  # type: ignore[attr-defined]
@@ -452,7 +434,7 @@ def test_threads_signing_settling_releasing_and_booking_at_once_keep_the_totals_
                 assert ledger.release_abandoned_reservations() == 0  # nobody died
         return mine
 
-    results = run_together(THREADS, work)
+    results = run_together(THREADS, work, timeout=CONCURRENT_SECONDS)
     assert all(isinstance(r, list) for r in results), results
     ledger.book_unbooked_settlements()
     assert ledger.unbooked_settlements == 0
@@ -496,7 +478,7 @@ def test_a_pass_over_stranded_reservations_never_releases_one_a_thread_still_hol
 
     stopper = threading.Thread(target=stop_the_sweepers, daemon=True)
     stopper.start()
-    results = run_together(THREADS, work)
+    results = run_together(THREADS, work, timeout=CONCURRENT_SECONDS)
     stopper.join(10)
     assert all(isinstance(r, list) for r in results), results
     held = [p for r in results[sweepers:] for p in r]  # type: ignore[union-attr]

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -30,7 +29,7 @@ from blockrun_mcp.ledger_postgres import (
     StoreUnavailable,
     shown,
 )
-from tests.support.stores import reserve
+from tests.support.stores import reserve, run_together
 
 PASSWORD = "hunter2-Ledger-Secret"
 
@@ -46,27 +45,6 @@ def versions(url: str) -> list[int]:
     with psycopg.connect(url) as conn:
         rows = conn.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
     return [row[0] for row in rows]
-
-
-def run_together(count: int, work: Callable[[int], object]) -> list[object]:
-    """`work(0..count-1)` on as many threads, started at once; their results (or exceptions)."""
-    start = threading.Barrier(count)
-    results: list[object] = [None] * count
-
-    def run(index: int) -> None:
-        start.wait()
-        try:
-            results[index] = work(index)
-        except BaseException as error:  # returned: the test says what it expects
-            results[index] = error
-
-    workers = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(count)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=60)
-    assert not any(worker.is_alive() for worker in workers), f"still running: {results}"
-    return results
 
 
 # --- migrations ------------------------------------------------------------------------------

@@ -93,7 +93,7 @@ class Account:
     async def threads(self, thread_id: str | None = None, owner: str = "default") -> ThreadsResult:
         async with Failures():
             service = self.service
-            store = await off_loop(lambda: service.threads)
+            store = await service.thread_store()
             if thread_id is not None:
                 turns = await off_loop(store.turns, thread_id, owner)
                 return ThreadsResult(

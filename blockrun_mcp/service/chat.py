@@ -97,7 +97,7 @@ class Chat:
             arguments.temperature(temperature)
             if effort is not None and effort not in EFFORTS:
                 raise ToolFailure(f"effort must be one of {', '.join(EFFORTS)}, got {effort!r}.")
-            threads = await off_loop(lambda: service.threads)
+            threads = await service.thread_store()
             if thread_id is not None:  # before anything else: unknown costs nothing
                 await off_loop(threads.check, thread_id, caller.owner)
             selection = await service.select_files(caller, files) if files else Selection()
@@ -210,7 +210,7 @@ async def record_turn(
     free = call.cost_atomic == 0 and not call.holds
     size = len(prompt) + len(answer.content or "") + len(context.system or "")
     try:
-        store = await off_loop(lambda: service.threads)
+        store = await service.thread_store()
         if (
             free
             and await off_loop(store.free_stored_today, caller.owner) + size > FREE_STORED_PER_DAY

@@ -136,6 +136,14 @@ class BlockrunService:
             self._threads = ThreadStore(self.ledger)
         return self._threads
 
+    async def thread_store(self) -> ThreadStore:
+        """The thread store, opened off the event loop the first time (opening the ledger
+        connects and may migrate); no thread hop once it is open."""
+        if self._threads is None:
+            await off_loop(lambda: self.threads)
+        assert self._threads is not None
+        return self._threads
+
     def workspace_roots(self, caller: Caller) -> list[Path]:
         """Where `files` may come from for this call. Locally: the client's roots, else
         BLOCKRUN_WORKSPACE, else the start directory. Over HTTP only what the operator
@@ -231,9 +239,8 @@ class BlockrunService:
     def remote_workspace(self, identity: Identity | None) -> list[Path] | None:
         """Where an HTTP caller's `files` come from: its identity's `workspace` in the tokens
         file, else BLOCKRUN_WORKSPACE; None when the operator configured neither."""
-        own = getattr(identity, "workspace", None)
-        if own:
-            return list(own)
+        if identity is not None and identity.workspace:
+            return list(identity.workspace)
         return list(self.config.workspace) or None
 
     @property

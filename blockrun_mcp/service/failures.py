@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from blockrun_mcp.asking import InputRequired
 from blockrun_mcp.errors import BlockrunError
-from blockrun_mcp.ledger import StoreUnavailable
+from blockrun_mcp.ledger import LedgerBusy, StoreUnavailable
 from blockrun_mcp.money import usd_text
 from blockrun_mcp.x402.errors import MalformedTerms, PaymentInvalid, PaymentRefused
 
@@ -101,7 +101,9 @@ class Failures:
         signed = self._signed()
         if call is not None and signed:
             parts.append(call.money_sentence())
-        elif isinstance(exc, StoreUnavailable) and "Nothing was signed" not in exc.message:
+        elif isinstance(exc, StoreUnavailable) and not (
+            isinstance(exc, LedgerBusy) and exc.nothing_signed  # it says so itself
+        ):
             parts.append("Nothing was signed: no payment is made without its reservation.")
         if self.budget is not None and (signed or isinstance(exc, PaymentRefused)):
             parts.append(await self._remaining_sentence())

@@ -23,7 +23,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -240,3 +240,24 @@ def fail_statements(
     failing = FailingStore(ledger.store, fragment, times=times, payment_id=payment_id)
     ledger.store = failing
     return failing
+
+
+def run_together(count: int, work: Callable[[int], object], *, timeout: float = 60) -> list[object]:
+    """`work(0..count-1)` on as many threads, started at once; their results (or exceptions)."""
+    start = threading.Barrier(count)
+    results: list[object] = [None] * count
+
+    def run(index: int) -> None:
+        start.wait()
+        try:
+            results[index] = work(index)
+        except BaseException as error:  # returned: the test says what it expects
+            results[index] = error
+
+    workers = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(count)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=timeout)
+    assert not any(worker.is_alive() for worker in workers), f"still running: {results}"
+    return results
