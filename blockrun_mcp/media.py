@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from blockrun_mcp.errors import BlockrunError
+from blockrun_mcp.ledger import DEFAULT_IDENTITY
 
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 MAX_VIDEO_BYTES = 512 * 1024 * 1024
@@ -71,6 +72,20 @@ class MediaStore:
     def __init__(self, output_dir: Path, gateway_url: str) -> None:
         self.output_dir = output_dir
         self._gateway_origin = _origin(gateway_url)
+
+    def for_identity(self, identity: str) -> MediaStore:
+        """Where `identity`'s media go: the output dir itself for the one local user, else a
+        folder of its own under it, so one person's files are never written beside, or named
+        after, another's. (Identity names are checked when the tokens file is read: a plain
+        name, never a path.)"""
+        if identity == DEFAULT_IDENTITY:
+            return self
+        if Path(identity).name != identity or identity in (".", ".."):
+            raise MediaError(f"Refused an identity name that is not a plain name: {identity!r}.")
+        store = MediaStore.__new__(MediaStore)
+        store.output_dir = self.output_dir / identity
+        store._gateway_origin = self._gateway_origin
+        return store
 
     def _ensure_dir(self) -> Path:
         try:

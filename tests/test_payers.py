@@ -27,6 +27,7 @@ from tests.support.eras import check_negotiated, is_sessionless, mcp_client
 from tests.support.payer import assert_every_payment_valid
 from tests.support.server import (
     CHEAP_MODEL,
+    DATA_URI_IMAGE_MODEL,
     OPUS,
     VIDEO_MODEL,
     http_server,
@@ -136,6 +137,18 @@ async def test_another_persons_video_job_is_unknown_and_never_polled(sandbox, tm
         resumed = ok(await alice.call_tool("generate_video", {"job_id": job}))
         assert resumed["job_id"] == job and resumed["cost_usd"] == 0
     assert len(set(nonces_seen(sandbox.state))) == 1  # one payment, polled with its signature
+
+
+async def test_each_persons_media_go_to_a_folder_of_their_own(sandbox, tmp_path):
+    output = tmp_path / "media"
+    async with two_people(sandbox, tmp_path, BLOCKRUN_OUTPUT_DIR=str(output)) as (alice, bob):
+        arguments = {"prompt": "the same cat", "model": DATA_URI_IMAGE_MODEL}
+        hers = ok(await alice.call_tool("generate_image", arguments))["images"][0]["path"]
+        his = ok(await bob.call_tool("generate_image", arguments))["images"][0]["path"]
+    assert Path(hers).parent == (output / "alice").resolve()
+    assert Path(his).parent == (output / "bob").resolve()
+    assert Path(hers).read_bytes() and Path(his).read_bytes()
+    assert_every_payment_valid(sandbox.state)
 
 
 async def test_another_persons_thread_is_unknown(sandbox, tmp_path):

@@ -52,7 +52,7 @@ class Images:
                 images = answer.images
                 if answer.job is not None:  # answered 202: a job to poll, as a video is
                     images = await service.video.follow_image_job(answer.job, call)
-                files, problems = await self._save(images, prompt)
+                files, problems = await self._save(images, prompt, budget.identity_name)
             remaining = await budget.remaining_after_paying()
             notes = [("Saving failed: " + " ".join(problems)) if problems else None]
             notes.append(UNKNOWN_REMAINING if remaining is None else None)
@@ -66,11 +66,11 @@ class Images:
             )
 
     async def _save(
-        self, images: list[ImageData], prompt: str
+        self, images: list[ImageData], prompt: str, identity: str
     ) -> tuple[list[ImageFile], list[str]]:
         """Each image into the output dir at once (upstream URLs expire); a failure to save one
         is a note, not an error: it was paid for, and its URL may still work."""
-        media, gateway = self.service.media, self.service.gateway
+        media, gateway = self.service.media.for_identity(identity), self.service.gateway
         files: list[ImageFile] = []
         problems: list[str] = []
         for image in images:

@@ -234,7 +234,7 @@ class Video:
             status="running", job_id=job.id, cost_usd=0.0, budget_remaining_usd=0.0
         )
         if status.status == "completed":
-            result = await self._completed(job, call, status, prompt)
+            result = await self._completed(job, call, status, prompt, budget.identity_name)
         elif status.status == "failed":
             await off_loop(self.jobs.ended, job.id, "failed")
             result.status = "failed"
@@ -274,7 +274,7 @@ class Video:
         return result
 
     async def _completed(
-        self, job: VideoJob, call: PaidCall, status: VideoStatus, prompt: str
+        self, job: VideoJob, call: PaidCall, status: VideoStatus, prompt: str, identity: str
     ) -> VideoResult:
         if not status.urls:
             raise ToolFailure(f"Video job {job.id} completed without a video URL.")
@@ -286,7 +286,7 @@ class Video:
         try:
             # The download is part of the call, so BLOCKRUN_CALL_TIMEOUT_S bounds it too.
             with anyio.fail_after(seconds):
-                saved = await service.media.save_download(
+                saved = await service.media.for_identity(identity).save_download(
                     url, prompt, service.gateway.stream_bytes, kind="video"
                 )
             path = str(saved)
