@@ -104,18 +104,20 @@ class LeanMCPServer(MCPServer):
         return tools
 
     async def run_stdio_async(self) -> None:
-        """The SDK's stdio loop, fed by pipes polled on the event loop (see stdio_pipes)."""
+        """The SDK's stdio loop, fed by pipes polled on the event loop (see stdio_pipes), its
+        era not decided by a probe the host gave up on (see era_probe)."""
         from mcp.server.stdio import stdio_server
 
+        from blockrun_mcp.era_probe import serve_connection
         from blockrun_mcp.stdio_pipes import claimed_pipes
 
         with claimed_pipes() as wire:
-            if wire is None:
-                await super().run_stdio_async()
-                return
-            async with stdio_server(wire.lines, wire.writer) as (read_stream, write_stream):  # type: ignore[arg-type]
+            streams = stdio_server() if wire is None else stdio_server(wire.lines, wire.writer)  # type: ignore[arg-type]
+            async with streams as (read_stream, write_stream):
                 server = self._lowlevel_server
-                await server.run(read_stream, write_stream, server.create_initialization_options())
+                await serve_connection(
+                    server, read_stream, write_stream, server.create_initialization_options()
+                )
 
 
 def _reject_bool(value: Any) -> Any:
