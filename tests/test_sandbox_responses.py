@@ -469,11 +469,12 @@ async def test_function_call_outputs_count_as_input(
         {"type": "function_call_output", "call_id": "c1", "output": "Sunny, 18C"},
     ]
     tools = [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]
-    paid = await pay(sandbox, funded_account, {"model": MODEL, "input": items, "tools": tools})
+    body = {"model": MODEL, "input": items, "tools": tools, "tool_choice": "none"}
+    paid = await pay(sandbox, funded_account, body)
     result = paid.response.json()
     assert paid.response.status_code == 200 and '"Weather in SF?"' in result["output_text"]
-    # user (4+4) + tool output (3+4) = 15 tokens; the function call itself carries no text.
-    assert result["usage"]["input_tokens"] == 15
+    # user 8 + "get_weather{}" 8 + tool output 7 + the tools' text (28 characters) 11 = 34.
+    assert result["usage"]["input_tokens"] == 34
     assert result["tools"] == tools
 
 

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from blockrun_mcp.sandbox import bodies, media, payments, replies, rpc, terms
+from blockrun_mcp.sandbox import bodies, media, payments, replies, rpc, scripted, terms
 from blockrun_mcp.sandbox.bodies import BadRequest, PricedRequest, ResponsesBody, VideoBody
 from blockrun_mcp.sandbox.catalog import catalog_body
 from blockrun_mcp.sandbox.drops import DroppedResponse, cut_stream
@@ -294,9 +294,21 @@ class Gateway:
         if call.faults.model_latency_seconds:
             await anyio.sleep(call.faults.model_latency_seconds)
 
+    @staticmethod
+    def _reply(priced: PricedRequest, reasoning: int = 0) -> replies.Answer:
+        """The model's answer: scripted tool calls when the request offers tools (scripted.py)."""
+        return scripted.reply(
+            priced.entry.id,
+            priced.messages,
+            priced.max_tokens,
+            tools=priced.tools,
+            choice=priced.tool_choice,
+            reasoning=reasoning,
+        )
+
     async def _deliver_chat(self, call: PaidCall, receipt: Receipt) -> Response:
         priced = call.priced
-        reply = replies.answer(priced.entry.id, priced.messages, priced.max_tokens)
+        reply = self._reply(priced)
         if not call.streaming:
             await self._model_latency(call)
             return JSONResponse(replies.completion_body(reply), headers=receipt)
@@ -324,9 +336,7 @@ class Gateway:
         body = priced.body
         assert isinstance(body, ResponsesBody)
         reasoning = replies.reasoning_tokens(body.effort, priced.messages)
-        reply = replies.answer(
-            priced.entry.id, priced.messages, priced.max_tokens, reasoning=reasoning
-        )
+        reply = self._reply(priced, reasoning)
         result = replies.responses_body(reply, body.model_dump(exclude_none=True))
         if not call.streaming:
             await self._model_latency(call)

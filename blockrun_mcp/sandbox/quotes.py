@@ -3,10 +3,26 @@
 Decimal rather than float because the quote is rounded UP to whole atomic units: a float such as
 25685.000000000004 would ceil to one unit more than the formula says, and a client computing the
 same formula must be able to land on exactly the signed amount.
+
+Chat input is priced per message, and function calling adds text to price, by one rule a client
+can reproduce exactly (`priced_texts`):
+
+- a message's text is `message_text(content)`, followed, for an assistant message with
+  `tool_calls`, by each call's `function.name` + `function.arguments` in order, no separators;
+- the tools, when present and non-empty, are one more message whose text is, for each tool in
+  order, `name` + `description` (or "") + `json.dumps(parameters, sort_keys=True,
+  separators=(",", ":"))` (parameters {} when missing or null; Python's default ASCII escaping),
+  concatenated. A tool is read in either shape: chat's {"type": "function", "function": {...}}
+  or the Responses API's flat {"type": "function", "name", ...};
+- input tokens = the sum over those texts of ceil(len(text) / 4) + 4.
+
+A Responses `function_call` input item is priced as an assistant message carrying that one call,
+a `function_call_output` as a tool message whose content is its `output`.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from decimal import Decimal
 from typing import Any
@@ -36,16 +52,66 @@ def message_text(content: Any) -> str:
     return ""
 
 
-def estimate_input_tokens(messages: list[dict[str, Any]]) -> int:
-    """ceil(len(text) / 4) + 4 per message: four characters a token plus the role framing."""
-    return sum(math.ceil(len(message_text(m.get("content"))) / 4) + 4 for m in messages)
+def tool_calls_text(message: dict[str, Any]) -> str:
+    """An assistant message's tool calls as priced text: each name + arguments, in order."""
+    if message.get("role") != "assistant":
+        return ""
+    texts = []
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            texts.append(str(function.get("name") or "") + str(function.get("arguments") or ""))
+    return "".join(texts)
 
 
-def chat_quote_usd(model: ModelEntry, messages: list[dict[str, Any]], max_tokens: int) -> Decimal:
+def _function_of(tool: dict[str, Any]) -> dict[str, Any]:
+    # Chat nests the definition under "function"; the Responses API spells it flat.
+    nested = tool.get("function")
+    return nested if isinstance(nested, dict) else tool
+
+
+def tools_text(tools: list[dict[str, Any]]) -> str:
+    """The tool definitions as one priced text: name + description + compact sorted parameters."""
+    texts = []
+    for tool in tools:
+        function = _function_of(tool)
+        parameters = function.get("parameters")
+        schema = json.dumps(
+            parameters if parameters is not None else {}, sort_keys=True, separators=(",", ":")
+        )
+        texts.append(
+            str(function.get("name") or "") + str(function.get("description") or "") + schema
+        )
+    return "".join(texts)
+
+
+def priced_texts(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+) -> list[str]:
+    """The texts the input is priced by: one per message, then one for the tools if any."""
+    texts = [message_text(m.get("content")) + tool_calls_text(m) for m in messages]
+    if tools:
+        texts.append(tools_text(tools))
+    return texts
+
+
+def estimate_input_tokens(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+) -> int:
+    """ceil(len(text) / 4) + 4 per priced text: four characters a token plus the role framing."""
+    return sum(math.ceil(len(text) / 4) + 4 for text in priced_texts(messages, tools))
+
+
+def chat_quote_usd(
+    model: ModelEntry,
+    messages: list[dict[str, Any]],
+    max_tokens: int,
+    tools: list[dict[str, Any]] | None = None,
+) -> Decimal:
     """Input at the input price + 10% of max_tokens at the output price, +5%, minimum $0.001."""
     if model.is_free:
         return Decimal(0)
-    tokens = estimate_input_tokens(messages)
+    tokens = estimate_input_tokens(messages, tools)
     per_million = Decimal(tokens) * Decimal(str(model.input_price)) + OUTPUT_SHARE * Decimal(
         max_tokens
     ) * Decimal(str(model.output_price))

@@ -4,6 +4,10 @@ Answers quote the last user message, so a test can tell which prompt reached whi
 they honour max_tokens the way a real model does (cut short, finish_reason "length"). Reasoning
 (Responses `reasoning.effort`) spends tokens out of the same max_tokens before the visible answer,
 as OpenAI's reasoning models do.
+
+A request with tools is answered by the scripted model (scripted.py), whose answers may carry
+tool calls instead of text: the shapes below deliver those too (chat `tool_calls`, Responses
+`function_call` items), streamed the way OpenAI streams them.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ import json
 import math
 import secrets
 import time
+from collections.abc import Iterator
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from blockrun_mcp.sandbox.catalog import ADAPTIVE_THINKING_MODELS
 from blockrun_mcp.sandbox.quotes import estimate_input_tokens, message_text
@@ -28,6 +33,7 @@ REFUSAL_MARKER = "[[refuse]]"
 REFUSING_MODELS = ADAPTIVE_THINKING_MODELS
 QUOTE_CHARS = 80
 STREAM_PIECES = 4
+ARGUMENT_PIECES = 3  # a tool call's arguments stream in this many deltas (fewer if shorter)
 # Reasoning tokens = weight of the effort x (REASONING_BASE_TOKENS + the prompt's tokens), capped
 # by max_tokens: deterministic, rising with effort, larger for a larger request. No effort asked:
 # no reasoning. The efforts are OpenAI's documented reasoning.effort values for these models.
@@ -43,6 +49,9 @@ class Answer(BaseModel):
     prompt_tokens: int
     completion_tokens: int  # reasoning included, as OpenAI counts it
     reasoning_tokens: int = 0
+    # Chat-shaped calls {"id", "type": "function", "function": {"name", "arguments"}}; when
+    # present the answer is these calls (finish_reason "tool_calls"), `content` is empty.
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
 
     def usage(self) -> dict[str, Any]:
         return {
@@ -77,29 +86,17 @@ def _last_user_text(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
-def answer(
-    model: str, messages: list[dict[str, Any]], max_tokens: int, *, reasoning: int = 0
-) -> Answer:
-    """The reply to `messages`. `reasoning` tokens are spent first, out of `max_tokens`: what is
-    left bounds the visible answer, and none left means an empty, cut-short answer."""
-    prompt_tokens = estimate_input_tokens(messages)
-    if model in REFUSING_MODELS and any(
+def refuses(model: str, messages: list[dict[str, Any]]) -> bool:
+    """Whether `model` answers `messages` with the documented refusal (see REFUSAL_MARKER)."""
+    return model in REFUSING_MODELS and any(
         REFUSAL_MARKER in message_text(m.get("content")) for m in messages
-    ):
-        return Answer(
-            model=model,
-            content="",
-            finish_reason="content_filter",
-            prompt_tokens=prompt_tokens,
-            completion_tokens=0,
-        )
-    said = " ".join(_last_user_text(messages).split())
-    if len(said) > QUOTE_CHARS:
-        said = said[: QUOTE_CHARS - 1] + "…"
-    digest = hashlib.sha256(
-        (model + json.dumps(messages, sort_keys=True, default=str)).encode()
-    ).hexdigest()[:8]
-    content = f'[sandbox {model}] You said: "{said}". Deterministic sandbox reply {digest}.'
+    )
+
+
+def cut_to_budget(
+    model: str, content: str, max_tokens: int, reasoning: int, prompt_tokens: int
+) -> Answer:
+    """A text answer after `reasoning` tokens, cut short ("length") when max_tokens runs out."""
     reasoning = min(reasoning, max_tokens)
     budget = max_tokens - reasoning
     tokens = math.ceil(len(content) / 4)
@@ -116,6 +113,43 @@ def answer(
     )
 
 
+def answer(
+    model: str,
+    messages: list[dict[str, Any]],
+    max_tokens: int,
+    *,
+    reasoning: int = 0,
+    tools: list[dict[str, Any]] | None = None,
+) -> Answer:
+    """The reply to `messages`. `reasoning` tokens are spent first, out of `max_tokens`: what is
+    left bounds the visible answer, and none left means an empty, cut-short answer. `tools` only
+    count in prompt_tokens: this reply never calls them (scripted.py does)."""
+    prompt_tokens = estimate_input_tokens(messages, tools)
+    if refuses(model, messages):
+        return Answer(
+            model=model,
+            content="",
+            finish_reason="content_filter",
+            prompt_tokens=prompt_tokens,
+            completion_tokens=0,
+        )
+    said = " ".join(_last_user_text(messages).split())
+    if len(said) > QUOTE_CHARS:
+        said = said[: QUOTE_CHARS - 1] + "…"
+    digest = hashlib.sha256(
+        (model + json.dumps(messages, sort_keys=True, default=str)).encode()
+    ).hexdigest()[:8]
+    content = f'[sandbox {model}] You said: "{said}". Deterministic sandbox reply {digest}.'
+    return cut_to_budget(model, content, max_tokens, reasoning, prompt_tokens)
+
+
+def _assistant_message(reply: Answer) -> dict[str, Any]:
+    # OpenAI's shape: a tool-calling answer has null content beside its calls.
+    if reply.tool_calls:
+        return {"role": "assistant", "content": None, "tool_calls": reply.tool_calls}
+    return {"role": "assistant", "content": reply.content}
+
+
 def completion_body(reply: Answer) -> dict[str, Any]:
     return {
         "id": "chatcmpl-sbx" + secrets.token_hex(10),
@@ -125,7 +159,7 @@ def completion_body(reply: Answer) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": reply.content},
+                "message": _assistant_message(reply),
                 "finish_reason": reply.finish_reason,
             }
         ],
@@ -133,15 +167,34 @@ def completion_body(reply: Answer) -> dict[str, Any]:
     }
 
 
-def _pieces(content: str) -> list[str]:
+def _pieces(content: str, count: int = STREAM_PIECES) -> list[str]:
     if not content:
         return []
-    size = max(1, math.ceil(len(content) / STREAM_PIECES))
+    size = max(1, math.ceil(len(content) / count))
     return [content[i : i + size] for i in range(0, len(content), size)]
 
 
+def _tool_call_deltas(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chat stream deltas for `calls`, as OpenAI sends them: per call, one delta naming it with
+    empty arguments, then its arguments in pieces under the same index."""
+    deltas: list[dict[str, Any]] = []
+    for index, call in enumerate(calls):
+        function = call["function"]
+        opening = {
+            "index": index,
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": function["name"], "arguments": ""},
+        }
+        deltas.append({"tool_calls": [opening]})
+        for piece in _pieces(function["arguments"], ARGUMENT_PIECES):
+            deltas.append({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+    return deltas
+
+
 def stream_events(reply: Answer) -> list[dict[str, Any]]:
-    """chat.completion.chunk events: the role, the content in pieces, then finish + usage."""
+    """chat.completion.chunk events: the role, the content (or the tool calls) in pieces, then
+    finish + usage."""
     base = {
         "id": "chatcmpl-sbx" + secrets.token_hex(10),
         "object": "chat.completion.chunk",
@@ -153,8 +206,12 @@ def stream_events(reply: Answer) -> list[dict[str, Any]]:
         choice = {"index": 0, "delta": delta, "finish_reason": finish}
         return {**base, "choices": [choice], **extra}
 
-    events = [chunk({"role": "assistant", "content": ""})]
-    events += [chunk({"content": piece}) for piece in _pieces(reply.content)]
+    if reply.tool_calls:
+        events = [chunk({"role": "assistant", "content": None})]
+        events += [chunk(delta) for delta in _tool_call_deltas(reply.tool_calls)]
+    else:
+        events = [chunk({"role": "assistant", "content": ""})]
+        events += [chunk({"content": piece}) for piece in _pieces(reply.content)]
     events.append(chunk({}, reply.finish_reason, usage=reply.usage()))
     return events
 
@@ -178,6 +235,21 @@ def _reasoning_item(reply: Answer, encrypted: bool) -> dict[str, Any]:
     return item
 
 
+def function_call_item(call: dict[str, Any]) -> dict[str, Any]:
+    """A chat-shaped tool call as a Responses `function_call` output item. Its item id derives
+    from the call id, so the same answer always has the same items."""
+    item_id = "fc_" + hashlib.sha256(call["id"].encode()).hexdigest()[:24]
+    function = call["function"]
+    return {
+        "type": "function_call",
+        "id": item_id,
+        "call_id": call["id"],
+        "name": function["name"],
+        "arguments": function["arguments"],
+        "status": "completed",
+    }
+
+
 def responses_body(reply: Answer, request: dict[str, Any] | None = None) -> dict[str, Any]:
     """The OpenAI Responses API object for the same answer.
 
@@ -187,12 +259,15 @@ def responses_body(reply: Answer, request: dict[str, Any] | None = None) -> dict
     """
     request = request or {}
     reasoning = request.get("reasoning") or {}
-    complete = reply.finish_reason == "stop"
+    complete = reply.finish_reason in ("stop", "tool_calls")
     output: list[dict[str, Any]] = []
     if reasoning.get("effort") is not None:
         encrypted = "reasoning.encrypted_content" in (request.get("include") or [])
         output.append(_reasoning_item(reply, encrypted))
-    if reply.content or complete:  # reasoning that used up max_output_tokens leaves no message
+    output += [function_call_item(call) for call in reply.tool_calls]
+    # A tool-calling answer carries no message; nor does reasoning that used up
+    # max_output_tokens.
+    if not reply.tool_calls and (reply.content or complete):
         output.append(
             {
                 "type": "message",
@@ -233,7 +308,8 @@ def responses_stream_events(body: dict[str, Any]) -> list[tuple[str, dict[str, A
     """The native Responses SSE events that deliver `body` (a `responses_body`), in order.
 
     response.created, response.in_progress; per output item: output_item.added, and for a
-    message content_part.added, output_text.delta pieces, output_text.done, content_part.done;
+    message content_part.added, output_text.delta pieces, output_text.done, content_part.done,
+    for a function call function_call_arguments.delta pieces and function_call_arguments.done;
     output_item.done; then response.completed with the whole object (response.incomplete when
     max_output_tokens cut it short, as OpenAI ends such a stream). Each data carries its `type`
     and a `sequence_number` from 0.
@@ -249,6 +325,9 @@ def responses_stream_events(body: dict[str, Any]) -> list[tuple[str, dict[str, A
     emit("response.created", response=pending)
     emit("response.in_progress", response=pending)
     for index, item in enumerate(body["output"]):
+        if item["type"] == "function_call":
+            events += _function_call_events(item, index, numbers)
+            continue
         if item["type"] != "message":
             started = {key: value for key, value in item.items() if key != "encrypted_content"}
             emit("response.output_item.added", output_index=index, item=started)
@@ -270,4 +349,29 @@ def responses_stream_events(body: dict[str, Any]) -> list[tuple[str, dict[str, A
         emit("response.output_item.done", output_index=index, item=item)
     final = "response.completed" if body["status"] == "completed" else "response.incomplete"
     emit(final, response=body)
+    return events
+
+
+def _function_call_events(
+    item: dict[str, Any], index: int, numbers: Iterator[int]
+) -> list[tuple[str, dict[str, Any]]]:
+    """A function_call output item streamed: added (no arguments yet), the arguments in pieces,
+    their done event, the item done. `numbers` continues the stream's sequence numbers."""
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    def emit(kind: str, **fields: Any) -> None:
+        events.append((kind, {"type": kind, "sequence_number": next(numbers), **fields}))
+
+    where = {"item_id": item["id"], "output_index": index}
+    started = {**item, "arguments": "", "status": "in_progress"}
+    emit("response.output_item.added", output_index=index, item=started)
+    for piece in _pieces(item["arguments"], ARGUMENT_PIECES):
+        emit("response.function_call_arguments.delta", **where, delta=piece)
+    emit(
+        "response.function_call_arguments.done",
+        **where,
+        name=item["name"],
+        arguments=item["arguments"],
+    )
+    emit("response.output_item.done", output_index=index, item=item)
     return events
