@@ -38,10 +38,12 @@ from mcp_types import (
     ListRootsResult,
 )
 from mcp_types.version import is_version_at_least
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from blockrun_mcp.errors import BlockrunError
+from blockrun_mcp.money import usd_text
 from blockrun_mcp.payments import Confirm
+from blockrun_mcp.x402.errors import PaymentRefused
 
 log = logging.getLogger("blockrun_mcp")
 
@@ -52,8 +54,10 @@ ROOTS_KEY = "blockrun_workspace_roots"
 STATE_VERSION = 1
 
 
+# What the person answers when a payment above BLOCKRUN_CONFIRM_ABOVE_USD is shown. (No
+# docstring: pydantic would make it the form's description, and a host shows it to the person.)
 class PaymentApproval(BaseModel):
-    """What the person answers when a payment above BLOCKRUN_CONFIRM_ABOVE_USD is shown."""
+    model_config = ConfigDict(title="Payment approval")
 
     approve: bool = Field(description="pay it")
 
@@ -156,6 +160,8 @@ class Rounds:
 
     async def _confirm_in_the_call(self, question: str, amount_atomic: int, what: str) -> bool:
         answer = await self.ctx.elicit(question, schema=PaymentApproval)
+        if answer.action == "cancel":
+            raise Unanswered(amount_atomic, what)
         return answer.action == "accept" and answer.data.approve
 
     async def _confirm_by_round_trip(self, question: str, amount_atomic: int, what: str) -> bool:
@@ -165,6 +171,8 @@ class Rounds:
         answer = self._answer(APPROVAL_KEY)
         if isinstance(asked, dict) and asked.get("what") == what and answer is not None:
             decided = _approved(answer)
+            if decided is None and _cancelled(answer):
+                raise Unanswered(amount_atomic, what)
             if decided is False:
                 return False
             if decided and amount_atomic <= int(asked.get("amount", -1)):
@@ -175,6 +183,26 @@ class Rounds:
             )
         )
         raise InputRequired(APPROVAL_KEY, request, asked={"amount": amount_atomic, "what": what})
+
+
+def _cancelled(answer: Any) -> bool:
+    try:
+        return _read_as(ElicitResult, answer).action == "cancel"
+    except ValidationError:
+        return False
+
+
+class Unanswered(PaymentRefused):
+    """The approval question was cancelled, not answered: nobody said yes. Nothing was signed."""
+
+    def __init__(self, amount_atomic: int, what: str) -> None:
+        super().__init__(
+            f"the question whether to pay {usd_text(amount_atomic)} for {what} was cancelled, "
+            "not answered (a headless host, such as `claude -p`, cancels every question: answer "
+            "it in an interactive session, let a hook accept it, or raise "
+            "BLOCKRUN_CONFIRM_ABOVE_USD)",
+            limit="declined",
+        )
 
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -192,11 +220,13 @@ def _read_as(model: type[Model], answer: Any) -> Model:
 
 
 def _approved(answer: Any) -> bool | None:
-    """True for a yes, False for a no (declined, cancelled or approve=false), None when the
-    answer is not an elicitation answer at all (then the person is asked again)."""
+    """True for a yes, False for a no (declined, or approve=false), None when the question was
+    cancelled or the answer is not an elicitation answer at all (then it is asked again)."""
     try:
         result = _read_as(ElicitResult, answer)
     except ValidationError:
+        return None
+    if result.action == "cancel":
         return None
     if result.action != "accept":
         return False

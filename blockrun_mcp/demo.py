@@ -7,15 +7,27 @@ working demo also proves the install. The subprocess never gets the user's walle
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from blockrun_mcp.money import dollars
 
 CHAT_MODEL = "openai/gpt-5-mini"
+DEMO_CONFIG = '''"""Settings of the demo app."""
+
+
+def parse_config(values: dict) -> dict:
+    """timeout: seconds to wait; retries: attempts before giving up."""
+    return {"timeout": values.get("timeout", 30), "retries": values.get("retries", 3)}
+'''
+DEMO_APP = "from config import parse_config\n\nsettings = parse_config({})\n"
 SECOND_MODEL = "google/gemini-2.5-flash"
 
 # What the demo's server may inherit from the user's environment.
@@ -66,10 +78,15 @@ async def run_demo(out: Any = sys.stdout) -> int:
     def say(line: str = "") -> None:
         print(line, file=out, flush=True)
 
+    # A small project for `delegate` to explore, so the demo reads nothing of yours.
+    project = Path(tempfile.mkdtemp(prefix="blockrun-demo-"))
+    atexit.register(shutil.rmtree, project, True)
+    (project / "config.py").write_text(DEMO_CONFIG, encoding="utf-8")
+    (project / "app.py").write_text(DEMO_APP, encoding="utf-8")
     params = StdioServerParameters(
         command=sys.executable,
         args=["-m", "blockrun_mcp", "serve", "--sandbox"],
-        env=sandbox_child_env(),
+        env={**sandbox_child_env(), "BLOCKRUN_WORKSPACE": str(project)},
     )
     say("blockrun-mcp demo: every tool, through a real MCP session, against the built-in sandbox.")
     say("No funds needed: the sandbox plays the BlockRun gateway and pays with a throwaway wallet.")
@@ -134,6 +151,16 @@ async def run_demo(out: Any = sys.stdout) -> int:
             say(
                 f"  {'ask_models':<15} {len(many['answers'])} models at once, priced together "
                 f"before paying: {_money(many['cost_usd'])} in all"
+            )
+        task = "Find where we parse the config and list what each option does."
+        if delegated := await call(
+            "delegate", {"task": task, "model": CHAT_MODEL}, progress_callback=on_progress
+        ):
+            tools_used = ", ".join(step["tool"] for step in delegated["steps"])
+            say(
+                f"  {'delegate':<15} {delegated['model']} worked alone: {tools_used}; read "
+                f"{', '.join(delegated['files_read']) or 'nothing'}; "
+                f"{delegated['requests']} paid requests, {_money(delegated['cost_usd'])} in all"
             )
         if image := await call("generate_image", {"prompt": "a lighthouse at dusk"}):
             say(

@@ -9,6 +9,7 @@ did.
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import suppress
@@ -29,6 +30,9 @@ from blockrun_mcp.gateway_models import (
     ImageData,
     ImageRequest,
     ResponsesRequest,
+    ResponsesToolRequest,
+    ToolCall,
+    ToolChatRequest,
     Usage,
     VideoRequest,
     VideoStatus,
@@ -56,6 +60,9 @@ MAX_EVENT_BYTES = 1024 * 1024
 # BlockRun lists dozens of models. A catalog of many thousands is broken or hostile, and shown
 # whole it would flood the agent's context (list_models returns every entry).
 MAX_CATALOG_ENTRIES = 2000
+# Function calls one answer may ask for: more are dropped (and never answered or sent back), so
+# a hostile answer cannot make one step run without end.
+MAX_TOOL_CALLS = 16
 VIDEO_POLL_INTERVAL_SECONDS = 3.0
 # Stop polling this long before the signed authorization expires: a poll arriving later could
 # not settle it in time, so further polls only burn time. (Stopping never releases the money:
@@ -211,7 +218,7 @@ class GatewayClient:
     # --- chat --------------------------------------------------------------------------
 
     async def chat(
-        self, request: ChatRequest, *, stream: bool = True
+        self, request: ChatRequest | ToolChatRequest, *, stream: bool = True
     ) -> tuple[ChatAnswer, PaidResponse]:
         """Ask a model. Streamed by default, so a proxy timeout cannot lose a paid answer."""
         http_request = self.http.build_request(
@@ -239,7 +246,7 @@ class GatewayClient:
         return answer, paid
 
     async def respond(
-        self, request: ResponsesRequest, *, stream: bool = True
+        self, request: ResponsesRequest | ResponsesToolRequest, *, stream: bool = True
     ) -> tuple[ChatAnswer, PaidResponse]:
         """Ask an OpenAI model through the Responses API (reasoning effort), streamed."""
         http_request = self.http.build_request(
@@ -571,6 +578,7 @@ def chat_answer_from(data: Any, requested_model: str) -> ChatAnswer:
     message = choice.get("message") if isinstance(choice, dict) else None
     content = message.get("content") if isinstance(message, dict) else None
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    calls = message.get("tool_calls") if isinstance(message, dict) else None
     return ChatAnswer(
         model=str(data.get("model") or requested_model),
         content=content if isinstance(content, str) else "",
@@ -578,7 +586,63 @@ def chat_answer_from(data: Any, requested_model: str) -> ChatAnswer:
         if isinstance(choice, dict)
         else None,
         usage=Usage.model_validate(usage),
+        tool_calls=_tool_calls(calls if isinstance(calls, list) else []),
     )
+
+
+class _CallParts:
+    """One function call as a stream delivers it: the id and name first, then the arguments
+    in pieces, keyed by the call's `index`."""
+
+    def __init__(self) -> None:
+        self.id: Any = None
+        self.name = ""
+        self.arguments: list[str] = []
+
+    def add(self, delta: dict[str, Any]) -> int:
+        """Adds a delta's parts; returns the characters it added."""
+        if delta.get("id"):
+            self.id = delta["id"]
+        function = delta.get("function")
+        added = 0
+        if isinstance(function, dict):
+            if isinstance(function.get("name"), str):
+                self.name += function["name"]
+                added += len(function["name"])
+            if isinstance(function.get("arguments"), str):
+                self.arguments.append(function["arguments"])
+                added += len(function["arguments"])
+        return added
+
+    def as_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "function": {"name": self.name, "arguments": "".join(self.arguments)},
+        }
+
+
+def _tool_calls(calls: list[Any]) -> list[ToolCall]:
+    """The function calls of an answer, as far as they can be used: the first MAX_TOOL_CALLS,
+    each with an id (its own when it gave a usable one) and string name and arguments (a
+    hostile or broken entry becomes a call the workspace tools refuse, never an error)."""
+    found: list[ToolCall] = []
+    for index, call in enumerate(calls[:MAX_TOOL_CALLS]):
+        if not isinstance(call, dict):
+            continue
+        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        name, arguments = function.get("name"), function.get("arguments")
+        if isinstance(arguments, dict | list):
+            arguments = json.dumps(arguments)
+        ident = call.get("id")
+        usable = isinstance(ident, str) and 0 < len(ident) <= 200
+        found.append(
+            ToolCall(
+                id=ident if usable else f"call_{index}",
+                name=name if isinstance(name, str) else "",
+                arguments=arguments if isinstance(arguments, str) else "",
+            )
+        )
+    return found
 
 
 async def assemble_stream(response: httpx2.Response, model: str) -> ChatAnswer:
@@ -589,6 +653,7 @@ async def assemble_stream(response: httpx2.Response, model: str) -> ChatAnswer:
     usage: dict[str, Any] = {}
     answered_model = model
     done = False
+    calls: dict[int, _CallParts] = {}
     try:
         async for lines in _capped_lines(response):
             for line in lines:
@@ -623,8 +688,10 @@ async def assemble_stream(response: httpx2.Response, model: str) -> ChatAnswer:
                     if isinstance(text, str):
                         parts.append(text)
                         size += len(text)
-                        if size > MAX_ANSWER_BYTES:
-                            raise GatewayError("The streamed answer exceeded the size limit.")
+                    if isinstance(delta, dict) and isinstance(delta.get("tool_calls"), list):
+                        size += _add_call_deltas(calls, delta["tool_calls"])
+                    if size > MAX_ANSWER_BYTES:
+                        raise GatewayError("The streamed answer exceeded the size limit.")
                     if choice.get("finish_reason"):
                         finish_reason = str(choice["finish_reason"])
     except httpx2.TransportError:
@@ -635,7 +702,26 @@ async def assemble_stream(response: httpx2.Response, model: str) -> ChatAnswer:
         finish_reason=finish_reason,
         usage=Usage.model_validate(usage),
         complete=done or finish_reason is not None,
+        tool_calls=_tool_calls([calls[index].as_wire() for index in sorted(calls)]),
     )
+
+
+def _add_call_deltas(calls: dict[int, _CallParts], deltas: list[Any]) -> int:
+    """Adds one chunk's `tool_calls` deltas to the calls being assembled (keyed by `index`;
+    an entry without one continues the last call); returns the characters added."""
+    added = 0
+    for delta in deltas:
+        if not isinstance(delta, dict):
+            continue
+        index = delta.get("index")
+        if not isinstance(index, int) or isinstance(index, bool):
+            index = max(calls, default=0)
+        if index not in calls:
+            if len(calls) >= MAX_TOOL_CALLS or not 0 <= index < 10_000:
+                continue
+            calls[index] = _CallParts()
+        added += calls[index].add(delta)
+    return added
 
 
 def answer_from_response(data: Any, requested_model: str) -> ChatAnswer:
@@ -643,11 +729,15 @@ def answer_from_response(data: Any, requested_model: str) -> ChatAnswer:
     if not isinstance(data, dict):
         raise GatewayError("The answer is not a Responses object.")
     texts = []
-    for item in data.get("output") or []:
+    calls: list[Any] = []
+    output = data.get("output")
+    for item in output if isinstance(output, list) else []:
         if isinstance(item, dict) and item.get("type") == "message":
             for part in item.get("content") or []:
                 if isinstance(part, dict) and isinstance(part.get("text"), str):
                     texts.append(part["text"])
+        elif isinstance(item, dict) and item.get("type") == "function_call":
+            calls.append(_function_call_as_chat(item))
     status = data.get("status")
     details = data.get("incomplete_details")
     reason = details.get("reason") if isinstance(details, dict) else None
@@ -658,7 +748,16 @@ def answer_from_response(data: Any, requested_model: str) -> ChatAnswer:
         finish_reason="stop" if status == "completed" else _str_or_none(reason or status),
         usage=Usage.from_responses(usage),
         complete=status == "completed",
+        tool_calls=_tool_calls(calls),
     )
+
+
+def _function_call_as_chat(item: dict[str, Any]) -> dict[str, Any]:
+    """A Responses `function_call` item in chat's `tool_calls` shape (its call_id answers it)."""
+    return {
+        "id": item.get("call_id"),
+        "function": {"name": item.get("name"), "arguments": item.get("arguments")},
+    }
 
 
 async def assemble_responses_stream(response: httpx2.Response, model: str) -> ChatAnswer:

@@ -199,12 +199,51 @@ class Usage(BaseModel):
         )
 
 
+class ToolCall(BaseModel):
+    """One function call a model asked for (OpenAI's `tool_calls` entry, or a Responses
+    `function_call` item): its id to answer, the function's name, its arguments as sent."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
 class ChatAnswer(BaseModel):
     model: str
     content: str
     finish_reason: str | None
     usage: Usage = Field(default_factory=Usage)
     complete: bool = True  # False when a stream ended before its finish
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+
+
+class ToolChatRequest(BaseModel):
+    """A chat request offering the model functions to call (OpenAI function calling). The
+    messages are already in wire form: assistant turns with `tool_calls`, `tool` results."""
+
+    model: str
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]]
+    max_tokens: int = 1024
+
+    def wire(self, *, stream: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": self.messages,
+            "tools": self.tools,
+            "tool_choice": "auto",
+            "max_tokens": self.max_tokens,
+        }
+        if stream:
+            body["stream"] = True
+        return body
 
 
 EFFORTS = ("low", "medium", "high")
@@ -225,6 +264,60 @@ class ResponsesRequest(BaseModel):
             "input": [
                 {"role": m.role, "content": m.content} for m in self.messages if m.role != "system"
             ],
+            "max_output_tokens": self.max_output_tokens,
+            "reasoning": {"effort": self.effort},
+            "store": False,  # the gateway keeps no state: every turn is resent
+        }
+        if system:
+            body["instructions"] = system
+        if stream:
+            body["stream"] = True
+        return body
+
+
+class ResponsesToolRequest(BaseModel):
+    """POST /v1/responses offering functions, with a reasoning effort: where OpenAI takes tools
+    and reasoning together (chat completions refuses the pair). The messages are chat's wire
+    form (as ToolChatRequest's), turned into Responses input items here."""
+
+    model: str
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]]  # chat's shape: {"type": "function", "function": {...}}
+    max_output_tokens: int
+    effort: str
+
+    def wire(self, *, stream: bool) -> dict[str, Any]:
+        system = "\n\n".join(
+            m["content"] for m in self.messages if m["role"] == "system" and m.get("content")
+        )
+        items: list[dict[str, Any]] = []
+        for message in self.messages:
+            role = message["role"]
+            if role == "tool":
+                items.append(
+                    {
+                        "type": "function_call_output",
+                        "call_id": message["tool_call_id"],
+                        "output": message["content"],
+                    }
+                )
+            elif role != "system":
+                if message.get("content"):
+                    items.append({"role": role, "content": message["content"]})
+                for call in message.get("tool_calls") or []:
+                    items.append(
+                        {
+                            "type": "function_call",
+                            "call_id": call["id"],
+                            "name": call["function"]["name"],
+                            "arguments": call["function"]["arguments"],
+                        }
+                    )
+        body: dict[str, Any] = {
+            "model": self.model,
+            "input": items,
+            "tools": [{"type": "function", **tool["function"]} for tool in self.tools],
+            "tool_choice": "auto",
             "max_output_tokens": self.max_output_tokens,
             "reasoning": {"effort": self.effort},
             "store": False,  # the gateway keeps no state: every turn is resent

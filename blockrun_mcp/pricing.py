@@ -6,9 +6,11 @@ far above it is refused as suspicious) and what `estimate_cost` answers.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from decimal import Decimal
+from typing import Any
 
 from blockrun_mcp.gateway_models import CatalogEntry
 from blockrun_mcp.money import price_to_atomic
@@ -43,6 +45,34 @@ PUBLISHED_VIDEO_PRICES: dict[str, float] = {
 def estimate_input_tokens(texts: Iterable[str]) -> int:
     """About four characters a token, plus the framing of each message."""
     return sum(math.ceil(len(text) / 4) + 4 for text in texts)
+
+
+def priced_texts(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> list[str]:
+    """What the quote counts of a request that offers functions: each message's text (an
+    assistant turn's calls as their names and arguments), and the tools as one more message
+    (each one's name, description and parameters as compact sorted JSON). The sandbox quotes
+    by the same rule (sandbox/quotes.py); the gateway publishes none for tools, and its quote
+    is judged against this estimate like any other."""
+    texts = []
+    for message in messages:
+        content = message.get("content")
+        text = content if isinstance(content, str) else ""
+        for call in message.get("tool_calls") or []:
+            function = call.get("function") or {}
+            text += str(function.get("name", "")) + str(function.get("arguments", ""))
+        texts.append(text)
+    if tools:
+        texts.append(
+            "".join(
+                str(tool["function"].get("name", ""))
+                + str(tool["function"].get("description") or "")
+                + json.dumps(
+                    tool["function"].get("parameters") or {}, sort_keys=True, separators=(",", ":")
+                )
+                for tool in tools
+            )
+        )
+    return texts
 
 
 def _exact(price: float) -> Decimal:

@@ -33,6 +33,27 @@ class AskResult(BaseModel):
     note: str | None = None
 
 
+class DelegateStep(BaseModel):
+    tool: str
+    target: str | None = None  # the path or pattern
+    refused: bool = False
+    bytes: int = 0  # what went back to the model
+
+
+class DelegateResult(BaseModel):
+    answer: str
+    stopped: str = Field(description="answered, max_steps or max_cost")
+    model: str
+    steps: list[DelegateStep]
+    files_read: list[str]
+    requests: int  # paid model requests made
+    cost_usd: float
+    budget_remaining_usd: float | None
+    thread_id: str | None
+    workspace: list[str] | None = None
+    note: str | None = None
+
+
 class ModelInfo(BaseModel):
     id: str
     name: str

@@ -74,6 +74,34 @@ def without_required(schema: Any) -> Any:
     }
 
 
+def shallow(schema: dict[str, Any]) -> dict[str, Any]:
+    """An output schema that names each field and its type, and stops there: a field that is
+    an object or an array of objects says just that. The result's text shows what is inside
+    (and the tool list, sent on every turn, was twice as long with it all spelled out)."""
+    properties = schema.get("properties")
+    if not isinstance(properties, dict):
+        return schema
+    return {**schema, "properties": {name: _type_only(field) for name, field in properties.items()}}
+
+
+def _type_only(field: Any) -> Any:
+    if not isinstance(field, dict):
+        return field
+    if isinstance(field.get("anyOf"), list):
+        types = [option.get("type") for option in field["anyOf"] if isinstance(option, dict)]
+        if all(isinstance(kind, str) for kind in types):
+            return {"type": types}
+        return field
+    kinds = field.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    if "object" in kinds or "array" in kinds:
+        shown = {"type": field["type"]}
+        if "description" in field:
+            shown["description"] = field["description"]
+        return shown
+    return field
+
+
 def inline_single_refs(schema: dict[str, Any]) -> dict[str, Any]:
     """Put each `$defs` entry used exactly once where it is used, and drop `$defs` if emptied.
 

@@ -27,6 +27,7 @@ from blockrun_mcp.results import (
     AskResult,
     BudgetResult,
     ConsultResult,
+    DelegateResult,
     Estimate,
     ImageResult,
     ModelList,
@@ -34,7 +35,7 @@ from blockrun_mcp.results import (
     VideoResult,
     WalletResult,
 )
-from blockrun_mcp.schemas import compact, inline_single_refs, without_required
+from blockrun_mcp.schemas import compact, inline_single_refs, shallow, without_required
 from blockrun_mcp.service import BlockrunService
 from blockrun_mcp.service.caller import Caller, Payer
 from blockrun_mcp.sessions import IssuedSessions
@@ -54,6 +55,7 @@ TOOL_NAMES = frozenset(
     {
         "ask_model",
         "ask_models",
+        "delegate",
         "threads",
         "list_models",
         "estimate_cost",
@@ -98,8 +100,8 @@ class LeanMCPServer(MCPServer):
             # Said up front, as call_tool enforces it: an unknown argument is refused.
             tool.input_schema["additionalProperties"] = False
             if tool.output_schema is not None:
-                tool.output_schema = without_required(
-                    inline_single_refs(compact(tool.output_schema))
+                tool.output_schema = shallow(
+                    without_required(inline_single_refs(compact(tool.output_schema)))
                 )
         return tools
 
@@ -344,6 +346,29 @@ def build_server(
                 synthesize_with,
                 max_cost_usd,
                 caller,
+            )
+
+        return await run(ctx, work)
+
+    @mcp.tool(
+        description="A cheaper model does a task alone, reading the workspace; paid per step.",
+        annotations=PAID,
+    )
+    async def delegate(
+        task: str,
+        ctx: Context,
+        model: str | None = None,
+        files: Annotated[list[str] | None, Field(description="start context")] = None,
+        max_steps: Annotated[int | None, Field(description="default 8, max 30"), NotBool] = None,
+        max_cost_usd: Annotated[
+            float | None, Field(description="whole task; default per-call cap"), NotBool
+        ] = None,
+        effort: Literal["low", "medium", "high"] | None = None,
+    ) -> Annotated[CallToolResult, DelegateResult]:
+        async def work(rounds: Rounds) -> DelegateResult:
+            caller = await caller_of(ctx, rounds, files=True)
+            return await service.delegation.run(
+                budget_of(caller), task, model, files, max_steps, max_cost_usd, effort, caller
             )
 
         return await run(ctx, work)

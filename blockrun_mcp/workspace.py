@@ -31,6 +31,12 @@ segments), in time linear in the path for each pattern state, with a bound on th
 so no pattern can hold the server. Caps bound each file, the total, and how many files a
 pattern may match (more is an error naming the count, never a silent cut).
 
+A model that browses the workspace itself (workspace_tools: list, read, search) goes through
+`matching_labels`, `read_matching` and `read_named`: the same checks, but every match is
+listed (none is no error), and nothing `.gitignore` ignores is reached, named or not, directly
+or through a symlink: each component of the path, as named and as resolved, is checked against
+the `.gitignore` files of the directories above it, read from their descriptors.
+
 All of it is blocking work: the service runs it in a worker thread (`select_files`).
 """
 
@@ -120,9 +126,18 @@ class FileRefused(BlockrunError):
     """A file (or pattern) that cannot be sent; the message says which and why, and `reason`
     is the short form a pattern's skip count uses."""
 
-    def __init__(self, message: str, reason: str = "refused") -> None:
+    def __init__(
+        self, message: str, reason: str = "refused", *, subject: str = "", why: str = ""
+    ) -> None:
         super().__init__(message)
         self.reason = reason
+        self.subject = subject  # the path refused, and why, when the message is "{subject}
+        self.why = why  # was not sent: {why}."
+
+    @property
+    def brief(self) -> str:
+        """The message without "was not sent" (a model's tools send nothing anywhere)."""
+        return f"{self.subject}: {self.why}." if self.subject and self.why else self.message
 
 
 class _Missing(FileRefused):
@@ -465,6 +480,69 @@ class Workspace:
                     )
         return selection
 
+    # --- browsing (workspace_tools) -------------------------------------------------------------
+
+    def matching_labels(self, pattern: str, selection: Selection) -> list[str]:
+        """The label of every file `pattern` matches that passes the checks a stat can make
+        (content is checked when read), sorted, once each; skips are counted in `selection`.
+        No cap on the count and none is no error: the caller shows what it can."""
+        _check_browse_spec(pattern)
+        with self._opened_roots() as roots:
+            found = self._matches(pattern, selection, roots, browse=True)
+        return sorted({label for _, label in found})
+
+    def read_matching(self, pattern: str, selection: Selection) -> Iterator[SentFile]:
+        """The files `pattern` matches, read one at a time in label order (each file once,
+        whatever its names), as far as the caller iterates; refusals are counted in
+        `selection`. The roots stay open while it runs: close it when done."""
+        _check_browse_spec(pattern)
+        seen: set[Identity] = set()
+        with self._opened_roots() as roots:
+            for found, label in self._matches(pattern, selection, roots, browse=True):
+                try:
+                    identity, file = self._open_and_read(
+                        roots, found.root, found.parts, label, hide_ignored=True
+                    )
+                except FileRefused as refused:
+                    selection.skipped[refused.reason] += 1
+                    continue
+                if identity not in seen:
+                    seen.add(identity)
+                    yield file
+
+    def read_named(self, spec: str) -> SentFile:
+        """One file by path, relative to a root (or its label, root name first, when there are
+        several) or absolute inside one: confined as a named entry of `files`, and refused
+        too when `.gitignore` ignores it. An absolute path outside the roots is refused by its
+        text alone: nothing outside is looked at, so nothing about it is told."""
+        _check_browse_spec(spec)
+        with self._opened_roots() as roots:
+            for index, parts in self._named_candidates(spec):
+                try:
+                    return self._open_and_read(roots, index, parts, spec, hide_ignored=True)[1]
+                except _Missing:
+                    continue
+        raise FileRefused(f"{spec} was not found in the workspace.", "not found")
+
+    def _named_candidates(self, spec: str) -> list[tuple[int, list[str]]]:
+        """Where a browsing path may be: (root, path below it), most specific first."""
+        given = Path(spec)
+        if given.is_absolute():
+            inside = [
+                (index, list(given.relative_to(root).parts))
+                for index, root in enumerate(self.roots)
+                if given.is_relative_to(root)
+            ]
+            if not inside:
+                raise _refused(spec, "it is outside the workspace; give a path relative to it")
+            return inside
+        parts = list(given.parts)
+        everywhere = [(index, parts) for index in range(len(self.roots))]
+        if len(self.roots) > 1 and len(parts) > 1:  # a label: the root's name, then the path
+            labelled = [(i, parts[1:]) for i, r in enumerate(self.roots) if r.name == parts[0]]
+            return labelled + everywhere
+        return everywhere
+
     @staticmethod
     def _add(selection: Selection, seen: set[Identity], identity: Identity, file: SentFile) -> None:
         if identity not in seen:  # one file under two names (or two specs) goes once
@@ -529,16 +607,26 @@ class Workspace:
     # --- opening, one component at a time ------------------------------------------------------
 
     def _open(
-        self, roots: list[_Root], index: int, parts: list[str], spec: str
+        self,
+        roots: list[_Root],
+        index: int,
+        parts: list[str],
+        spec: str,
+        *,
+        hide_ignored: bool = False,
     ) -> tuple[int, int, list[str], os.stat_result]:
         """Opens `parts` below root `index` as a regular file: each directory with
         O_NOFOLLOW|O_DIRECTORY relative to the one before, so none can be swapped for a
         symlink between a check and the open; a symlink met on the way is read and its target
         walked the same way from where it points, within the roots. Returns the descriptor,
-        the root it ended under, the real path below that root, and the descriptor's stat."""
+        the root it ended under, the real path below that root, and the descriptor's stat.
+        With `hide_ignored`, every name stepped on (a symlink's own, then its target's) is
+        refused if the `.gitignore` files of the directories above it ignore it."""
         pending = deque(part for part in parts if part not in ("", "."))
         chain: list[int] = []  # descriptors of the directories below the root, ours to close
         names: list[str] = []  # the real path below the root, as far as it was opened
+        # (hide_ignored) The .gitignore rules of the root and of each directory in `chain`.
+        rules = [_gitignore(roots[index].fd, "")] if hide_ignored else []
         hops = 0
         try:
             while pending:
@@ -549,6 +637,8 @@ class Workspace:
                         raise _refused(spec, "it resolves outside the workspace roots")
                     names.pop()
                     os.close(chain.pop())
+                    if hide_ignored:
+                        rules.pop()
                     continue
                 last = not pending
                 try:
@@ -562,6 +652,8 @@ class Workspace:
                         spec, f"it cannot be read ({exc.strerror})", "unreadable"
                     ) from None
                 self._check_name(name, spec, last=last)  # the link's name, and its target's
+                if hide_ignored:
+                    _check_ignored([*names, name], stat.S_ISDIR(info.st_mode), rules, spec)
                 if stat.S_ISLNK(info.st_mode):
                     hops += 1
                     if hops > MAX_SYMLINKS:
@@ -581,6 +673,8 @@ class Workspace:
                             os.close(fd)
                         chain.clear()
                         names.clear()
+                        if hide_ignored:  # from the top of the root it leads into
+                            rules = [_gitignore(roots[index].fd, "")]
                     else:
                         below = target.split("/")
                     pending.extendleft(reversed([p for p in below if p not in ("", ".")]))
@@ -607,6 +701,8 @@ class Workspace:
                 chain.append(fd)
                 names.append(name)
                 self._check_private(os.fstat(fd), real, spec)
+                if hide_ignored:
+                    rules.append(_gitignore(fd, "/".join(names) + "/"))
             raise _refused(spec, "it is not a regular file", "not regular files")
         finally:
             for fd in chain:
@@ -656,9 +752,17 @@ class Workspace:
     # --- reading ------------------------------------------------------------------------------
 
     def _open_and_read(
-        self, roots: list[_Root], index: int, parts: Sequence[str], spec: str
+        self,
+        roots: list[_Root],
+        index: int,
+        parts: Sequence[str],
+        spec: str,
+        *,
+        hide_ignored: bool = False,
     ) -> tuple[Identity, SentFile]:
-        fd, index, real_parts, info = self._open(roots, index, list(parts), spec)
+        fd, index, real_parts, info = self._open(
+            roots, index, list(parts), spec, hide_ignored=hide_ignored
+        )
         label = self._label(index, real_parts)
         try:
             with os.fdopen(fd, "rb") as handle:  # the descriptor checked is the one read
@@ -680,13 +784,20 @@ class Workspace:
     # --- patterns -----------------------------------------------------------------------------
 
     def _matches(
-        self, pattern: str, selection: Selection, roots: list[_Root] | None = None
+        self,
+        pattern: str,
+        selection: Selection,
+        roots: list[_Root] | None = None,
+        *,
+        browse: bool = False,
     ) -> list[tuple[_Found, str]]:
         """The files `pattern` matches that pass every check a stat can make, with their
-        labels, sorted. (They are opened and checked again when read.)"""
+        labels, sorted. (They are opened and checked again when read.) With `browse` (a
+        model's tools): no cap and no error for none, a label's root name first picks that
+        root, and a symlink into what `.gitignore` ignores is skipped as ignored."""
         if roots is None:
             with self._opened_roots() as opened:
-                return self._matches(pattern, selection, opened)
+                return self._matches(pattern, selection, opened, browse=browse)
         walk_roots = list(range(len(self.roots)))
         if os.path.isabs(pattern):
             index = next(
@@ -696,6 +807,8 @@ class Workspace:
                 raise FileRefused(f"The pattern {pattern} is outside the workspace roots.")
             pattern = Path(pattern).relative_to(self.roots[index]).as_posix()
             walk_roots = [index]
+        elif browse and len(self.roots) > 1:
+            walk_roots, pattern = self._labelled_pattern(pattern)
         if ".." in pattern.split("/"):
             raise FileRefused(f"The pattern {pattern} climbs out of the workspace with '..'.")
         glob = Glob.compile(pattern)
@@ -715,7 +828,7 @@ class Workspace:
                     if candidate.symlink:
                         # Where it leads decides: opened (and closed) now, opened again to read.
                         fd, end, real_parts, _ = self._open(
-                            roots, index, list(candidate.parts), relative
+                            roots, index, list(candidate.parts), relative, hide_ignored=browse
                         )
                         os.close(fd)
                         label = self._label(end, real_parts)
@@ -728,6 +841,8 @@ class Workspace:
                     selection.skipped[refused.reason] += 1
                     continue
                 found.append((candidate, label))
+        if browse:
+            return sorted(found, key=lambda pair: pair[1])
         if len(found) > MAX_PATTERN_FILES:
             raise FileRefused(
                 f"The pattern {pattern} matches {len(found)} files, over the "
@@ -740,9 +855,34 @@ class Workspace:
             )
         return sorted(found, key=lambda pair: pair[1])
 
+    def _labelled_pattern(self, pattern: str) -> tuple[list[int], str]:
+        """With several roots, labels start with the root's name: a pattern that does too is
+        matched in that root only, below it. Otherwise every root, the pattern as given."""
+        first, _, rest = pattern.partition("/")
+        named = [index for index, root in enumerate(self.roots) if root.name == first]
+        if named and rest:
+            return named, rest
+        return list(range(len(self.roots))), pattern
+
+
+def _check_browse_spec(spec: str) -> None:
+    """A path or pattern a model sent: text a path can hold, of a sensible length."""
+    if not isinstance(spec, str) or not spec.strip() or "\x00" in spec or len(spec) > 1000:
+        raise FileRefused("A path or pattern must be non-empty text of at most 1000 characters.")
+
+
+def _check_ignored(
+    parts: list[str],
+    is_dir: bool,
+    rules: list[list[tuple[str, pathspec.GitIgnoreSpec]]],
+    spec: str,
+) -> None:
+    if _ignored("/".join(parts), is_dir, [rule for level in rules for rule in level]):
+        raise _refused(spec, "git ignores it (.gitignore)", "ignored by git")
+
 
 def _refused(spec: str, why: str, reason: str = "outside the workspace") -> FileRefused:
-    return FileRefused(f"{spec} was not sent: {why}.", reason)
+    return FileRefused(f"{spec} was not sent: {why}.", reason, subject=spec, why=why)
 
 
 def _real(path: Path) -> Path:
@@ -929,10 +1069,33 @@ def _gitignore(dir_fd: int, prefix: str) -> list[tuple[str, pathspec.GitIgnoreSp
             data = handle.read(MAX_FILE_BYTES + 1)
     except OSError:
         return []
+    return [(prefix, _ignore_spec(data))]
+
+
+# Keyed by content, so always what the file says now: a model's tools open each file from the
+# root down, reading the same .gitignore files again each time, and compiling one takes
+# milliseconds (~13 ms for 300 lines) where reading it takes microseconds.
+@functools.lru_cache(maxsize=64)
+def _ignore_spec(data: bytes) -> pathspec.GitIgnoreSpec:
     import pathspec
 
     lines = data.decode("utf-8", errors="replace").splitlines()
-    return [(prefix, pathspec.GitIgnoreSpec.from_lines(lines))]
+    try:
+        return pathspec.GitIgnoreSpec.from_lines(lines)
+    except (ValueError, re.error):
+        # pathspec refuses a whole file for one line it cannot read (`!`, `\`, `[z-a]`), where
+        # git passes over that line and applies the rest: as git does, not a failed call.
+        return pathspec.GitIgnoreSpec.from_lines([line for line in lines if _ignore_line(line)])
+
+
+def _ignore_line(line: str) -> bool:
+    import pathspec
+
+    try:
+        pathspec.GitIgnoreSpec.from_lines([line])
+    except (ValueError, re.error):
+        return False
+    return True
 
 
 def _ignored(

@@ -272,9 +272,10 @@ def test_demo_never_passes_the_wallet_key_to_its_server(tmp_path):
     assert len(demo) == 1 and len(server) == 1, (found, done.stdout, done.stderr)
     assert set(demo[0]["key_in"]) == {"BLOCKRUN_WALLET_KEY", "BASE_CHAIN_WALLET_KEY"}  # probe works
     assert server[0]["key_in"] == []
-    assert server[0]["own"] == ["BLOCKRUN_DATA_DIR", "BLOCKRUN_OUTPUT_DIR"]
+    # Only the dirs, and the demo's own throwaway project for delegate to explore.
+    assert server[0]["own"] == ["BLOCKRUN_DATA_DIR", "BLOCKRUN_OUTPUT_DIR", "BLOCKRUN_WORKSPACE"]
     # The demo still runs, on the throwaway wallet rather than the user's.
-    assert "server offers 9 tools" in done.stdout, done.stdout + done.stderr
+    assert "server offers 10 tools" in done.stdout, done.stdout + done.stderr
     wallet_line = next(
         line for line in done.stdout.splitlines() if line.strip().startswith("wallet ")
     )

@@ -48,7 +48,7 @@ def test_demo_drives_every_tool_on_a_fresh_home(tmp_path):
         env=env,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "All 9 tools worked" in done.stdout
+    assert "All 10 tools worked" in done.stdout and "delegate" in done.stdout
     for tool in (
         "wallet",
         "list_models",

@@ -28,6 +28,7 @@ RUNTIME_DEPENDENCIES = {
     "anyio",
     "coincurve",
     "pathspec",
+    "google-re2",
     "starlette",
     "uvicorn",
     "psycopg",

@@ -17,6 +17,7 @@ import anyio
 import pytest
 
 from blockrun_mcp.config import load_config
+from blockrun_mcp.server import TOOL_NAMES
 from blockrun_mcp.wallet import WalletError, find_wallet, parse_private_key
 from blockrun_mcp.x402.errors import PaidRequestFailed, PaymentReplay, PaymentUnfunded
 from tests.support.security import contains_secret
@@ -113,7 +114,9 @@ async def test_a_full_session_never_writes_the_key_anywhere(sandbox, tmp_path):
                 )
                 assert init["result"]["protocolVersion"] == "2025-11-25"
                 await session.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
-                assert len((await session.request("tools/list", {}))["result"]["tools"]) == 9
+                assert len((await session.request("tools/list", {}))["result"]["tools"]) == len(
+                    TOOL_NAMES
+                )
                 tool = session.tool
                 results["wallet"] = await tool("wallet", {})
                 results["models"] = await tool("list_models", {})

@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
+from blockrun_mcp.server import TOOL_NAMES
 from tests.support.payer import assert_every_payment_valid
 from tests.support.server import (
     CHEAP_MODEL,
@@ -223,7 +224,7 @@ async def test_raw_nan_and_garbage_over_stdio(tmp_path):
                 assert budget["session_spent_usd"] == 0 and budget["recent"] == []
                 await raw.request(7, "tools/list", "{}")
                 tools = (await raw.response(7))["result"]["tools"]
-                assert len(tools) == 9
+                assert len(tools) == len(TOOL_NAMES)
                 # A lone UTF-16 surrogate escape is valid JSON syntax that the SDK's parser
                 # refuses (it would drop the request unanswered): it arrives as U+FFFD, like
                 # invalid UTF-8, and an emoji sent as a surrogate pair arrives whole.

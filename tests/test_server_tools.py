@@ -62,8 +62,8 @@ async def test_every_tool_has_an_output_schema(sandbox, tmp_path):
         # Self-contained: each nested model used once sits where it is used.
         for tool in h.tools.values():
             assert "$ref" not in json.dumps(tool.output_schema), tool.name
-        usage = schema["properties"]["usage"]
-        assert usage["type"] == "object" and "total_tokens" in usage["properties"]
+        # Nested results say only their type (the tool list is sent on every turn).
+        assert schema["properties"]["usage"] == {"type": "object"}
 
 
 async def test_ask_model_returns_every_contract_field(sandbox, tmp_path):

@@ -31,6 +31,7 @@ from blockrun_mcp.service.account import Account
 from blockrun_mcp.service.caller import Caller, Payer
 from blockrun_mcp.service.chat import Chat
 from blockrun_mcp.service.consult import Consulting
+from blockrun_mcp.service.delegate import Delegation
 from blockrun_mcp.service.failures import ToolFailure
 from blockrun_mcp.service.images import Images
 from blockrun_mcp.service.models import Models
@@ -103,6 +104,7 @@ class BlockrunService:
         self._reconciling = anyio.Lock()
         self.chat = Chat(self)
         self.consult = Consulting(self)
+        self.delegation = Delegation(self)
         self.images = Images(self)
         self.video = Video(self)
         self.models = Models(self)
