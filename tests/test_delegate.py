@@ -291,3 +291,61 @@ async def test_with_effort_an_openai_model_works_through_the_responses_endpoint(
     assert kinds.count("function_call") == 3 and kinds.count("function_call_output") == 3
     assert "does not take a reasoning effort" in refused
     assert_every_payment_valid(sandbox.state)
+
+
+async def test_a_stream_cut_after_paying_keeps_the_payment_counted_and_says_so(sandbox, tmp_path):
+    root = project(tmp_path)
+    # Every answer is cut after its role chunk: the first step's tool calls never arrive.
+    sandbox.state.set_faults(stream_cut_after_chunks=1)
+    async with open_server(tmp_path, sandbox, roots=[root]) as harness:
+        result = await harness.ok("delegate", {"task": "find the config", "model": CHEAP_MODEL})
+        spent = (await harness.ok("budget"))["session_spent_usd"]
+    assert result["requests"] == 1 and result["steps"] == []
+    assert "cut off" in result["note"]
+    assert result["cost_usd"] > 0 and spent == pytest.approx(result["cost_usd"])
+    assert_every_payment_valid(sandbox.state)
+
+
+async def test_tool_results_together_stop_at_their_cap(sandbox, tmp_path, monkeypatch):
+    from blockrun_mcp.service import delegate
+
+    root = project(tmp_path)
+    (root / "big.txt").write_text("".join(f"line {n} {'x' * 60}\n" for n in range(300)))
+    monkeypatch.setattr(delegate, "MAX_TOTAL_TOOL_BYTES", 40_000)
+    task = 'Loop. [[loop read_file {"path": "big.txt"}]]'
+    async with open_server(tmp_path, sandbox, roots=[root]) as harness:
+        result = await harness.ok("delegate", {"task": task, "model": FREE_MODEL, "max_steps": 6})
+    sizes = [step["bytes"] for step in result["steps"]]
+    assert sum(sizes) <= 40_000 + 1024  # the last refusal's own few bytes
+    assert result["steps"][-1]["refused"] and not result["steps"][0]["refused"]
+    with sandbox.state.lock:
+        last = sandbox.state.bodies_seen[-1][1]
+    assert "reached their cap of 40000 bytes" in last["messages"][-1]["content"]
+
+
+async def test_over_http_the_model_reads_only_the_operators_workspace(sandbox, tmp_path):
+    from tests.support.server import http_server, make_service
+    from tests.test_payers import as_person, error, ok, people
+
+    root = project(tmp_path)
+    tokens, token = people(tmp_path)
+    service, _ = make_service(tmp_path, sandbox, env={"BLOCKRUN_HTTP_TOKENS_FILE": str(tokens)})
+    with http_server(service) as url, anyio.fail_after(60):
+        async with as_person(url, token["alice"]) as alice:
+            refused = error(await alice.call_tool("delegate", {"task": "find the config"}))
+    assert "BLOCKRUN_WORKSPACE" in refused and paid_chats(sandbox) == 0
+    service, _ = make_service(
+        tmp_path,
+        sandbox,
+        env={"BLOCKRUN_HTTP_TOKENS_FILE": str(tokens), "BLOCKRUN_WORKSPACE": str(root)},
+    )
+    with http_server(service) as url, anyio.fail_after(60):
+        async with as_person(url, token["alice"]) as alice:
+            result = ok(
+                await alice.call_tool(
+                    "delegate", {"task": "find the config", "model": CHEAP_MODEL}
+                )
+            )
+    assert result["workspace"] == [str(root.resolve())]
+    assert "src/config.py" in result["files_read"]
+    assert_every_payment_valid(sandbox.state)
