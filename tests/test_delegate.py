@@ -143,6 +143,27 @@ async def test_max_cost_stops_it_with_the_sum_signed_within_the_ceiling(sandbox,
     signed = sum(int(p["amount"]) for p in _signed_payments(sandbox))
     assert signed <= ceiling * 1_000_000 and signed == round(result["cost_usd"] * 1_000_000)
     assert spent == signed
+    # The step that could not fit was never asked for: two requests a paid step (402, then paid).
+    with sandbox.state.lock:
+        assert len(sandbox.state.bodies_seen) == 2 * result["requests"]
+    assert_every_payment_valid(sandbox.state)
+
+
+async def test_a_quote_above_our_estimate_is_held_to_what_is_left(sandbox, tmp_path):
+    root = project(tmp_path)
+    # The gateway quotes 40% over the formula: our estimate of each step is low, so only the
+    # check of each quote against what is left of the ceiling keeps the sum within it.
+    sandbox.state.set_faults(quote_percent=140)
+    task = 'Loop. [[loop read_file {"path": "src/config.py"}]]'
+    ceiling = 0.0052  # after three steps at $0.0014, $0.001 is left: our estimate, below the quote
+    async with open_server(tmp_path, sandbox, roots=[root]) as harness:
+        result = await harness.ok(
+            "delegate",
+            {"task": task, "model": CHEAP_MODEL, "max_steps": 30, "max_cost_usd": ceiling},
+        )
+    assert result["stopped"] == "max_cost" and "max_cost_usd" in result["note"]
+    signed = sum(int(p["amount"]) for p in _signed_payments(sandbox))
+    assert 0 < signed <= ceiling * 1_000_000
     assert_every_payment_valid(sandbox.state)
 
 
