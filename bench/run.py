@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import platform
@@ -62,6 +63,7 @@ class Settings:
     consult_pairs: int  # ask_models against ask_model, at CONSULT_LATENCY_MS
     consult_cpu_pairs: int  # the same, at 0 ms model latency, for the CPU figure
     ledger_calls: int  # pairs: PostgreSQL ledger against SQLite
+    ledger_round_trip_calls: int  # pairs: the ledger's round trips, a proxy's delay off and on
     team_clients: int  # concurrent MCP clients over HTTP
     team_calls: int  # calls each client makes one after another in a round
     team_rounds: int  # rounds per layout (1 instance, 4 instances)
@@ -953,6 +955,75 @@ async def bench_consult(
     return figures
 
 
+DELEGATE_FILE_LINES = 120  # each read_file result: about 4 KB, numbered
+
+
+def delegate_workspace(root: Path) -> str:
+    """A workspace for the delegate figure; returns the scripted task (two reads, then the
+    answer: three model requests) the sandbox's model follows."""
+    lines = "".join(
+        f"option_{n} = {n}  # what option {n} does, in a few words\n"
+        for n in range(DELEGATE_FILE_LINES)
+    )
+    (root / "settings.py").write_text(lines)
+    return (
+        "Read the settings twice.\n"
+        '[[call read_file {"path": "settings.py"}]]\n'
+        '[[call read_file {"path": "settings.py", "start_line": 1}]]'
+    )
+
+
+async def bench_delegate(
+    settings: Settings, sandbox: Sandbox, env: dict[str, str], home: Path
+) -> Figure:
+    """Server CPU per delegation step against one ask_model of the same size."""
+    root = home / "delegate-workspace"
+    root.mkdir()
+    task = delegate_workspace(root)
+    size = (root / "settings.py").stat().st_size
+    name = "server CPU per delegate step against one ask_model of the same size"
+    async with Server(env | {"BLOCKRUN_WORKSPACE": str(root)}) as server:
+
+        async def delegate() -> None:
+            result = await server.client.call_tool("delegate", {"task": task, "model": MODEL})
+            if result.is_error or result.structured_content["requests"] != 3:
+                raise RuntimeError(f"delegate did not take three requests: {result}")
+
+        async def ask() -> None:
+            await server.ask(files=["settings.py"])  # one request carrying the file once
+
+        for _ in range(3):
+            await delegate()
+            await ask()
+        pids = (server.pid(), sandbox.process.pid)
+        turns = Turns(pids, 2)
+        n = settings.consult_cpu_pairs
+        await turns.run([delegate, ask], n)
+    if not turns.measured:
+        return Figure(name, "not measured (no /proc schedstat)", "", None, "<= 1.2x", None)
+    step_server, step_sandbox = turns.cpu_ms(0, 3 * n)
+    ask_server, ask_sandbox = turns.cpu_ms(1, n)
+    ratio = step_server / ask_server
+    return Figure(
+        name,
+        f"{step_server:.2f} ms a step",
+        f"{ask_server:.2f} ms (ask_model with the file in files)",
+        ratio,
+        "<= 1.2x",
+        ratio <= 1.2,
+        [
+            f"0 ms model latency; {n} delegations (two read_file steps of a {size}-byte file, "
+            f"then the answer: {3 * n} paid requests) against {n} ask_model calls sending that "
+            "file once, interleaved; the server's CPU over each kind, per model request "
+            "(/proc/<pid>/task/*/schedstat, every thread); the delegation's requests carry 0, 1 "
+            "and 2 copies of the file's numbered lines, one on average",
+            f"wall time (median): a delegation {turns.ms(0):.1f} ms (3 requests), an ask_model "
+            f"{turns.ms(1):.1f} ms; the sandbox's CPU per request {step_sandbox:.2f} against "
+            f"{ask_sandbox:.2f} ms",
+        ],
+    )
+
+
 # --- 10. tools/list as it goes over the wire ----------------------------------------------------
 
 
@@ -1198,6 +1269,100 @@ async def bench_postgres(
     return figures
 
 
+# Added to each answer from PostgreSQL for the round-trip count beside the ledger figure: about
+# what a network between an instance and its database adds to each round trip.
+ROUND_TRIP_DELAY_MS = 5.0
+
+
+class DelayingProxy:
+    """A TCP proxy in the bench's event loop to the PostgreSQL at `url`, which holds each answer
+    from the server `delay` seconds (in order) before passing it on. A paid call's wall time
+    with `delay` set, less without, over `delay`: how many times the server waited for the
+    database, one after another (its round trips to it)."""
+
+    def __init__(self, url: str) -> None:
+        self.target = urlsplit(url)
+        self.delay = 0.0
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def url(self, url: str) -> str:
+        """`url` (a database on the same server) through this proxy."""
+        parts = urlsplit(url)
+        user = parts.netloc.rpartition("@")[0]
+        return urlunsplit(parts._replace(netloc=f"{user}@127.0.0.1:{self.port}"))
+
+    async def __aenter__(self) -> DelayingProxy:
+        self.server = await asyncio.start_server(self._connected, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream = await asyncio.open_connection(self.target.hostname, self.target.port)
+        for pump in (self._pump(reader, upstream[1], False), self._pump(upstream[0], writer, True)):
+            task = asyncio.create_task(pump)
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delayed: bool
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, data = await queue.get()
+                if not data:
+                    break
+                if due > loop.time():
+                    await asyncio.sleep(due - loop.time())
+                writer.write(data)
+                await writer.drain()
+
+        delivering = asyncio.create_task(deliver())
+        try:
+            while data := await reader.read(65536):
+                queue.put_nowait((loop.time() + (self.delay if delayed else 0.0), data))
+        except ConnectionError:
+            pass
+        finally:
+            queue.put_nowait((0.0, b""))
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                await delivering
+            writer.close()
+
+
+async def ledger_round_trips(
+    server_url: str, url: str, common: dict[str, str], home: Path, calls: int
+) -> tuple[float, float, float]:
+    """Paid calls of a third server on the same ledger, through a DelayingProxy, the delay off
+    and on by turns: (median ms without, median ms with, round trips a call)."""
+    async with DelayingProxy(server_url) as proxy:
+        proxied = common | {
+            "BLOCKRUN_DATA_DIR": str(home / "ledger-pg-proxied"),
+            "BLOCKRUN_LEDGER_URL": proxy.url(url),
+        }
+        async with Server(proxied) as pg:
+            for _ in range(3):
+                await pg.ask()
+            off: list[float] = []
+            on: list[float] = []
+            for _ in range(calls):
+                proxy.delay = 0.0
+                off.append(await timed(pg.ask()))
+                proxy.delay = ROUND_TRIP_DELAY_MS / 1000
+                on.append(await timed(pg.ask()))
+            proxy.delay = 0.0
+    without, with_delay = statistics.median(off) * 1000, statistics.median(on) * 1000
+    return without, with_delay, (with_delay - without) / ROUND_TRIP_DELAY_MS
+
+
 async def bench_ledger_call(
     settings: Settings, sandbox: Sandbox, env: dict[str, str], home: Path, server: Postgres
 ) -> Figure:
@@ -1232,6 +1397,9 @@ async def bench_ledger_call(
                 if sandbox.settled() - before != 2 * settings.ledger_calls:
                     raise RuntimeError("the ledger figure's calls did not settle once each")
         settled = settled_payments(url)  # the PostgreSQL side's, every one, is in that database
+        without, with_delay, round_trips = await ledger_round_trips(
+            server.url, url, common, home, settings.ledger_round_trip_calls
+        )
     if settled != warm + settings.ledger_calls:
         raise RuntimeError(f"the PostgreSQL ledger holds {settled} settled payments")
     ours_ms, base_ms = ours.ms(), base.ms()
@@ -1243,6 +1411,11 @@ async def bench_ledger_call(
         f"absolute difference {ours_ms - base_ms:+.2f} ms a call; load average (1 min) "
         f"{load:.1f} before these calls, {os.getloadavg()[0]:.1f} after",
         *cpu_note(ours, base, "PostgreSQL against SQLite"),
+        f"round trips to PostgreSQL a paid call waits for, one after another: {round_trips:.1f} "
+        f"(a third server on the same ledger, through a proxy that holds each answer from "
+        f"PostgreSQL {ROUND_TRIP_DELAY_MS:g} ms, on and off by turns: {with_delay:.1f} against "
+        f"{without:.1f} ms, medians of {settings.ledger_round_trip_calls} calls each): each ms "
+        "of network between an instance and its database adds that many ms to a paid call",
     ]
     if backends.local:
         notes.append(
@@ -1927,7 +2100,17 @@ def render(figures: list[Figure], settings: Settings, elapsed: float) -> str:
 
 # What `--only` selects by ("paid": the figures of bench_paid, from the paid call to ask_models
 # and RSS; "sync": both SQLite synchronous figures), and the order figures are printed in.
-FIGURE_GROUPS = ("tools", "spawn", "paid", "ledger", "team", "locked", "sync", "tree")
+FIGURE_GROUPS = (
+    "tools",
+    "spawn",
+    "paid",
+    "delegate",
+    "ledger",
+    "team",
+    "locked",
+    "sync",
+    "tree",
+)
 ORDER = [
     "spawn",
     "paid",
@@ -1936,6 +2119,7 @@ ORDER = [
     "thread",
     "consult",
     "consult_cpu",
+    "delegate",
     "ledger",
     "team",
     "locked",
@@ -1965,6 +2149,8 @@ async def main_async(settings: Settings, only: list[str] | None = None) -> list[
             )
             keys = ["paid", "burst", "rss", "files", "thread", "consult", "consult_cpu"]
             figures.update(zip(keys, paid, strict=True))
+        if "delegate" in wanted:
+            figures["delegate"] = await bench_delegate(settings, sandbox, env, Path(home))
         parts = [part for part in ("ledger", "team", "locked") if part in wanted]
         if parts:
             figures.update(await bench_postgres(settings, sandbox, env, Path(home), parts))
@@ -2013,6 +2199,7 @@ def main() -> None:
             consult_pairs=2,
             consult_cpu_pairs=3,
             ledger_calls=3,
+            ledger_round_trip_calls=3,
             team_clients=4,
             team_calls=2,
             team_rounds=1,
@@ -2038,6 +2225,7 @@ def main() -> None:
             consult_pairs=20,
             consult_cpu_pairs=200,
             ledger_calls=150,
+            ledger_round_trip_calls=30,
             team_clients=32,
             team_calls=5,
             team_rounds=5,
