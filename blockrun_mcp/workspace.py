@@ -89,12 +89,16 @@ SECRET_NAMES = re.compile(
         credentials(\..*)?|.*secrets?(\..*)?|.*\.session|wallet\.key|terraform\.tfstate(\..*)?|
         service[-_]?account.*\.json|.*[-_]sa[-_]key.*\.json|.*[-_]key\.json|
         client_secret.*\.json|.*firebase-adminsdk.*\.json|
+        \.?mcp\.json|settings\.local\.json|
         .*[._-]history|\.zhistory|\.histfile|\.lesshst|\.viminfo|\.rhistory
     )""",
     re.VERBOSE,
 )
 # Directories whose whole content is credentials (or git's own data): nothing under them is sent.
-SECRET_DIRS = frozenset({".ssh", ".gnupg", ".aws", ".azure", ".kube", ".password-store"})
+# (.claude and .cursor: agent hosts' settings, whose `env` blocks and MCP configs hold API keys.)
+SECRET_DIRS = frozenset(
+    {".ssh", ".gnupg", ".aws", ".azure", ".kube", ".password-store", ".claude", ".cursor"}
+)
 # What editors and people append to a copy: stripped (repeatedly) before a name is judged, so
 # `server.key.bak`, `.env~` and `.pgpass.old` are judged as the file they copy.
 BACKUP_SUFFIX = re.compile(

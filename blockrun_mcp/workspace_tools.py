@@ -171,8 +171,8 @@ class WorkspaceTools:
                 )
             values = _arguments(name, arguments)
             target = values.get("path") or values.get("pattern")
-            if name == "search":
-                target = target or DEFAULT_SEARCH_PATTERN
+            if name == "search":  # what was looked for, and where
+                target = f"{values.get('query')} in {target or DEFAULT_SEARCH_PATTERN}"
             result = handler(values)
         except _Refusal as refusal:
             return self._outcome(tool, refusal.target or target, REFUSED + refusal.message, ())

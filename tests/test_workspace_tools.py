@@ -290,6 +290,11 @@ def test_an_absolute_path_outside_tells_nothing_about_it(tree, probe):
         ("sub/.git/HEAD", "git's own data"),
         (".ssh/x", "holds credentials"),
         (".aws/credentials", "holds credentials"),
+        # Agent hosts' settings and MCP configs: their `env` blocks hold API keys.
+        (".claude/settings.local.json", "holds credentials"),
+        (".cursor/mcp.json", "holds credentials"),
+        (".mcp.json", "looks like a secret"),
+        ("tools/settings.local.json", "looks like a secret"),
     ],
 )
 def test_secret_names_git_and_credential_directories_are_refused(tree, probe, name, says):
@@ -526,7 +531,7 @@ def test_search_finds_text_case_insensitively_and_regexes_by_line(tree, probe):
         "notes.md:2: GAMMA alpha",
         "src/a.py:2:     return 'alpha'",
     ]
-    assert plain.files_read == ("notes.md", "src/a.py") and plain.target == "**/*"
+    assert plain.files_read == ("notes.md", "src/a.py") and plain.target == "ALPHA in **/*"
     literal = probe.ok("search", {"query": "(a+)+", "pattern": "*.md"})  # plain: no regex
     assert literal.text.split("\n")[1:] == ["notes.md:3: (a+)+ literally"]
     anchored = probe.ok("search", {"query": "^G[A-Z]+ ", "regex": True})
