@@ -233,6 +233,7 @@ def build_server(
     @asynccontextmanager
     async def lifespan(server: MCPServer) -> Any:
         async with anyio.create_task_group() as background:
+            background.start_soon(service.open_ledger_early)
             background.start_soon(service.reconcile_periodically)
             try:
                 yield {}

@@ -7,6 +7,7 @@ The MCP layer calls one method per tool and turns a ToolFailure into a tool erro
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -98,6 +99,7 @@ class BlockrunService:
         self.catalog = Catalog(self.gateway.list_models)
         self.media = MediaStore(config.output_dir, config.api_url)
         self._ledger: Ledger | None = None
+        self._ledger_opening = threading.Lock()
         self._threads: ThreadStore | None = None
         self._sessions: dict[tuple[str, str], SessionBudget] = {}
         self.start_dir = Path.cwd()  # the workspace when neither the client nor the env names one
@@ -114,7 +116,11 @@ class BlockrunService:
 
     @property
     def ledger(self) -> Ledger:
-        if self._ledger is None:
+        if self._ledger is not None:
+            return self._ledger
+        with self._ledger_opening:  # opened once, by whichever thread comes first
+            if self._ledger is not None:
+                return self._ledger
             from blockrun_mcp.ledger import Ledger  # sqlite: imported on first use
 
             try:
@@ -128,7 +134,16 @@ class BlockrunService:
                     f"The ledger in {self.config.data_dir} could not be opened ({exc}); set "
                     "BLOCKRUN_DATA_DIR to a writable folder. Nothing was signed."
                 ) from None
-        return self._ledger
+            return self._ledger
+
+    async def open_ledger_early(self) -> None:
+        """Opens the ledger in a worker thread while the host lists tools, so the first call's
+        event loop does not wait on a database connection (or a SQLite file's creation). A
+        failure here is left for that call to report."""
+        try:
+            await off_loop(lambda: self.ledger)
+        except Exception as exc:  # (reported, with what to do, by the call that needs it)
+            log.info("the ledger could not be opened yet: %s", exc)
 
     @property
     def threads(self) -> ThreadStore:
