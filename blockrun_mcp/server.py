@@ -42,8 +42,9 @@ from blockrun_mcp.sessions import IssuedSessions
 from blockrun_mcp.tool_arguments import ToolParameters
 
 INSTRUCTIONS = (
-    "Ask other AI models (GPT, Claude, Gemini, DeepSeek, GLM, Kimi, free NVIDIA models) and make "
-    "images and videos. Each paid call costs USDC within the user's budgets; results carry "
+    "Ask other AI models (GPT, Claude, Gemini, DeepSeek, GLM, Kimi, free NVIDIA models), hand a "
+    "cheaper one a subtask that reads the workspace itself (delegate), and make images and "
+    "videos. Each paid call costs USDC within the user's budgets; results carry "
     "cost_usd and budget_remaining_usd. estimate_cost is free."
 )
 
