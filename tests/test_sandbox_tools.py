@@ -859,7 +859,7 @@ REFUSED_RESPONSES: list[tuple[str, dict[str, Any], str]] = [
         "input.1.arguments",
     ),
     ("a tool in chat's nested shape", {"tools": TOOLS}, "tools.0"),
-    ("a tool not of type function", {"tools": [{"type": "web_search"}]}, "tools.0.type"),
+    ("a tool that is not an object", {"tools": ["web_search"]}, "tools.0.type"),
     (
         "a tool name with a space",
         {"tools": [{"type": "function", "name": "read file"}]},
@@ -885,3 +885,11 @@ async def test_malformed_responses_tool_requests_are_refused_before_any_quote(
     message = refusal(await pay(sandbox, funded_account, body, RESPONSES))
     assert fragment in message, message
     assert_nothing_quoted_or_paid(sandbox)
+
+
+async def test_openais_own_tools_pass_on_the_responses_endpoint(sandbox, funded_account):
+    """The gateway forwards the Responses API's built-in tools (web_search, local_shell, ...)
+    to OpenAI; the sandbox's model never calls them, but a client sending them (Codex) works."""
+    body = {"model": "openai/gpt-5.2", "input": "Find it", "tools": [{"type": "web_search"}]}
+    paid = await pay(sandbox, funded_account, body, path=RESPONSES)
+    assert paid.response.status_code == 200, paid.response.text

@@ -229,11 +229,20 @@ def _chat_tools(raw: list[Any] | None) -> list[dict[str, Any]]:
 
 
 def _responses_tools(raw: list[Any] | None) -> list[dict[str, Any]]:
-    """Responses tools, flat: {"type": "function", name, description?, parameters?}."""
-    return [
-        _check_function(f"tools.{index}", _function_tool(f"tools.{index}", tool))
-        for index, tool in enumerate(raw or [])
-    ]
+    """Responses tools, flat: {"type": "function", name, description?, parameters?}. OpenAI's
+    own tools (web_search, local_shell, custom, ...) pass, as the gateway forwards them: the
+    sandbox's model never calls them, so clients such as Codex that send them still work."""
+    tools = []
+    for index, tool in enumerate(raw or []):
+        where = f"tools.{index}"
+        if (
+            isinstance(tool, dict)
+            and isinstance(tool.get("type"), str)
+            and tool["type"] != "function"
+        ):
+            continue
+        tools.append(_check_function(where, _function_tool(where, tool)))
+    return tools
 
 
 def _forced_name(raw: Any, *, nested: bool) -> str | None:
