@@ -26,6 +26,7 @@ from tests.support.server import (
     free_port,
     http_server,
     make_service,
+    open_ledger,
     subprocess_env,
     wait_for_port,
 )
@@ -92,7 +93,8 @@ async def test_the_token_counts_only_as_a_bearer_header(sandbox, tmp_path):
         assert (await _post(url, {"Authorization": f"Bearer {TOKEN}"})).status_code == 200
     # A refused caller reached no tool: the gateway saw nothing, no payment was reserved.
     assert not sandbox.state.requests_seen
-    assert not (tmp_path / "data" / "ledger.sqlite3").exists()
+    # (The ledger itself is opened as the server starts.)
+    assert open_ledger(service.config).payments() == []
 
 
 async def test_the_bearer_scheme_is_case_insensitive(sandbox, tmp_path):
