@@ -363,9 +363,7 @@ async def test_over_http_the_model_reads_only_the_operators_workspace(sandbox, t
     with http_server(service) as url, anyio.fail_after(60):
         async with as_person(url, token["alice"]) as alice:
             result = ok(
-                await alice.call_tool(
-                    "delegate", {"task": "find the config", "model": CHEAP_MODEL}
-                )
+                await alice.call_tool("delegate", {"task": "find the config", "model": CHEAP_MODEL})
             )
     assert result["workspace"] == [str(root.resolve())]
     assert "src/config.py" in result["files_read"]
