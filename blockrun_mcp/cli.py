@@ -29,6 +29,7 @@ EPILOG = """examples:
   blockrun-mcp models --category chat --max-price 2
   blockrun-mcp spend --days 7           what was spent, by day, session, tool and model
   blockrun-mcp threads                  the conversations ask_model keeps, and their turns
+  blockrun-mcp dashboard                the same figures as a page in the browser, refreshing itself
   blockrun-mcp serve --sandbox          serve with the sandbox gateway and a throwaway wallet
   blockrun-mcp sandbox --port 8787      run the sandbox gateway alone
   blockrun-mcp token add alice --daily-budget 2   a token for a team's HTTP server (per-person budget)
@@ -203,6 +204,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="first settle or release signed payments as the chain reports them",
     )
 
+    dashboard = _command(
+        commands,
+        "dashboard",
+        "a read-only spend dashboard in the browser, on 127.0.0.1",
+        "Serve a page of the ledger's figures on 127.0.0.1: spent, pending and what is left of\n"
+        "each limit today, spend per day (30 days), by model, tool and identity, pending\n"
+        "payments and why each still counts, receipts linked to the block explorer, and video\n"
+        "jobs that can be resumed. It refreshes itself every few seconds. The URL it prints\n"
+        "carries a random token of this run; without it the page is refused. Read-only, like\n"
+        "`spend`: the same ledger, the same figures.",
+        "examples:\n  blockrun-mcp dashboard\n  blockrun-mcp dashboard --port 8450 --no-open\n"
+        "  blockrun-mcp dashboard --sandbox        (the sandbox's pretend spending)",
+    )
+    dashboard.add_argument(
+        "--port", type=int, default=0, help="port on 127.0.0.1 (default 0: any free one)"
+    )
+    dashboard.add_argument(
+        "--no-open", action="store_true", help="print the URL only; do not open a browser"
+    )
+    dashboard.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="show the sandbox ledger ($BLOCKRUN_DATA_DIR/sandbox)",
+    )
+
     token = _command(
         commands,
         "token",
@@ -231,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=_usd,
         metavar="USD",
         help="most one of its calls may spend (default: BLOCKRUN_MAX_PER_CALL_USD)",
+    )
+    token_add.add_argument(
+        "--admin",
+        action="store_true",
+        help="its /dashboard shows everyone's spending (others see only their own)",
     )
     token_list = token_actions.add_parser("list", help="the identities and their budgets")
     for action in (token_add, token_list):
@@ -302,6 +333,7 @@ def _serve(transport: str, host: str, port: int, sandbox: bool) -> None:
     import anyio
 
     from blockrun_mcp.config import ConfigError, load_config
+    from blockrun_mcp.interrupt import exit_promptly_on_interrupt
     from blockrun_mcp.transports import check_http_binding, serve_http, serve_stdio, service_for
 
     try:
@@ -310,7 +342,8 @@ def _serve(transport: str, host: str, port: int, sandbox: bool) -> None:
             check_http_binding(host, config)
     except ConfigError as exc:
         _fail(str(exc))
-    with service_for(config, sandbox=sandbox) as service:
+    # Ctrl-C (a host's SIGINT) exits within milliseconds once everything below has closed.
+    with exit_promptly_on_interrupt(), service_for(config, sandbox=sandbox) as service:
         if transport == "http":
             anyio.run(serve_http, service, host, port, config)
         else:
@@ -621,13 +654,15 @@ def _token(args: argparse.Namespace) -> None:
             print(f"{len(identities)} identit{'y' if len(identities) == 1 else 'ies'} in {path}:")
             for identity in identities:
                 words = _budget_words(identity.daily_budget_usd, identity.max_per_call_usd)
-                print(f"  {identity.name:<24} {words}")
+                admin = "; admin (its /dashboard shows everyone)" if identity.admin else ""
+                print(f"  {identity.name:<24} {words}{admin}")
             return
         made = add_identity(
             path,
             args.name,
             daily_budget_usd=args.daily_budget,
             max_per_call_usd=args.max_per_call,
+            admin=args.admin,
         )
     except IdentitiesError as exc:
         _fail(exc.message, 1)
@@ -635,7 +670,8 @@ def _token(args: argparse.Namespace) -> None:
         _fail(f"cannot write {path} ({exc.strerror or exc})", 1)
     print(
         f"Added {args.name} to {path} "
-        f"({_budget_words(args.daily_budget, args.max_per_call)}).\n"
+        f"({_budget_words(args.daily_budget, args.max_per_call)}"
+        f"{'; admin: its /dashboard shows everyone' if args.admin else ''}).\n"
         "Its token, shown this once (the file keeps only its SHA-256):\n\n"
         f"  {made}\n\n"
         "Give it to that person; their host connects with, e.g. (Claude Code):\n"
@@ -750,6 +786,15 @@ def _main(argv: Sequence[str] | None) -> None:
         return
     if args.command == "doctor":
         _doctor(args.json)
+        return
+    if args.command == "dashboard":
+        from blockrun_mcp.dashboard.server import serve_dashboard
+
+        config = _config()
+        with contextlib.suppress(KeyboardInterrupt):
+            serve_dashboard(
+                config, port=args.port, open_browser=not args.no_open, sandbox=args.sandbox
+            )
         return
     if args.command == "token":
         _token(args)

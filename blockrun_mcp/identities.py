@@ -7,6 +7,7 @@ BLOCKRUN_HTTP_TOKENS_FILE is TOML:
     token_sha256 = "<hex SHA-256 of the bearer token>"
     daily_budget_usd = 2.00
     max_per_call_usd = 0.50   # optional; else BLOCKRUN_MAX_PER_CALL_USD
+    admin = true              # optional: its /dashboard shows everyone's spending, not just its own
 
 Only the tokens' hashes are stored, so the file can be read by whoever deploys the server;
 `blockrun-mcp token add` makes a token, prints it once and appends its hash. BLOCKRUN_HTTP_TOKEN
@@ -68,6 +69,9 @@ class Identity:
     # Where this identity's `files` come from over HTTP (absolute server paths); None: the
     # server's BLOCKRUN_WORKSPACE, and without that `files` is refused.
     workspace: tuple[Path, ...] | None = None
+    # The team server's /dashboard shows an admin everyone's payments and budgets; anyone else,
+    # their own. It grants nothing else: an admin's calls are budgeted like anyone's.
+    admin: bool = False
 
     def __repr__(self) -> str:  # the hash is not a secret, but it need not be in logs either
         return f"Identity({self.name!r})"
@@ -268,7 +272,7 @@ def read_file(path: Path) -> list[Identity]:
 
 
 def _identity(entry: dict[str, object], where: str) -> Identity:
-    unknown = set(entry) - {"name", "token_sha256", "workspace", *AMOUNT_KEYS}
+    unknown = set(entry) - {"name", "token_sha256", "workspace", "admin", *AMOUNT_KEYS}
     if unknown:
         raise IdentitiesError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}.")
     name = entry.get("name")
@@ -292,7 +296,15 @@ def _identity(entry: dict[str, object], where: str) -> Identity:
             entry.get("max_per_call_usd"), f"{where} ({name})", "max_per_call_usd"
         ),
         workspace=_workspace(entry.get("workspace"), f"{where} ({name})"),
+        admin=_admin(entry.get("admin", False), f"{where} ({name})"),
     )
+
+
+def _admin(value: object, where: str) -> bool:
+    """`admin = true` or `admin = false`: a TOML boolean, never a string that reads like one."""
+    if not isinstance(value, bool):
+        raise IdentitiesError(f"{where}: admin must be true or false, got {value!r}.")
+    return value
 
 
 def _workspace(value: object, where: str) -> tuple[Path, ...] | None:
@@ -340,7 +352,12 @@ def _dollars(value: object, where: str, key: str) -> float | None:
 
 
 def add_identity(
-    path: Path, name: str, *, daily_budget_usd: float | None, max_per_call_usd: float | None
+    path: Path,
+    name: str,
+    *,
+    daily_budget_usd: float | None,
+    max_per_call_usd: float | None,
+    admin: bool = False,
 ) -> str:
     """Make a random token for a new identity, append its hash to `path`, return the token.
 
@@ -365,6 +382,8 @@ def add_identity(
         lines.append(f"daily_budget_usd = {daily_budget_usd:.6f}")
     if max_per_call_usd is not None:
         lines.append(f"max_per_call_usd = {max_per_call_usd:.6f}")
+    if admin:
+        lines.append("admin = true")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "a", encoding="utf-8") as handle:

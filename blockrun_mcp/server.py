@@ -19,6 +19,7 @@ from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 from blockrun_mcp import __version__
 from blockrun_mcp.asking import InputRequired, Rounds
 from blockrun_mcp.budget import SessionBudget
+from blockrun_mcp.dashboard import mcp_app
 from blockrun_mcp.errors import BlockrunError
 from blockrun_mcp.identities import Identities, Identity
 from blockrun_mcp.ledger import DEFAULT_IDENTITY
@@ -447,7 +448,10 @@ def build_server(
 
         return await run(ctx, work)
 
-    @mcp.tool(description="Budget limits, spend and recent receipts; can lower the session limit.")
+    @mcp.tool(
+        description="Budget limits, spend and recent receipts; can lower the session limit.",
+        meta=mcp_app.TOOL_META,  # MCP Apps hosts show the dashboard beside the result
+    )
     async def budget(
         ctx: Context,
         set_session_limit_usd: Annotated[
@@ -455,12 +459,30 @@ def build_server(
         ] = None,
     ) -> Annotated[CallToolResult, BudgetResult]:
         payer = payer_here(ctx)
+        view: list[dict[str, Any] | None] = []
 
         async def report() -> BudgetResult:
             budget = service.budget(payer, identity_of(payer))
-            return await off_loop(service.account.budget, budget, set_session_limit_usd)
+            result = await off_loop(service.account.budget, budget, set_session_limit_usd)
+            view.append(await off_loop(mcp_app.result_meta, service, budget))
+            return result
 
-        return await answer(report())
+        answered = await answer(report())
+        if view and view[0] is not None:
+            # The page's data, beside what the SDK may put there; hosts keep _meta from the model.
+            answered.meta = {**(answered.meta or {}), **view[0]}
+        return answered
+
+    @mcp.resource(
+        mcp_app.URI,
+        name="dashboard",
+        title="blockrun spend dashboard",
+        description="The budget tool's view: limits, spend per day, pending payments, receipts.",
+        mime_type=mcp_app.MIME_TYPE,
+        meta=mcp_app.RESOURCE_META,
+    )
+    def dashboard() -> str:
+        return mcp_app.app_page()
 
     @mcp.tool(
         description="The paying wallet's address and network, and how to fund it.",

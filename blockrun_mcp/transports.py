@@ -96,9 +96,12 @@ class IdentityAuth:
     at again as requests come (LiveIdentities): while it cannot be used, every request is refused.
     """
 
-    def __init__(self, app: Any, identities: Identities) -> None:
+    def __init__(self, app: Any, identities: Identities, dashboard: Any = None) -> None:
         self.app = app
         self.identities = identities
+        # `/dashboard` (dashboard/team.py): a browser cannot send a bearer header when it opens a
+        # page, so that app takes the token from the query or its cookie too, for itself only.
+        self.dashboard = dashboard
 
     @staticmethod
     def _token_of(header: bytes) -> str:
@@ -113,6 +116,9 @@ class IdentityAuth:
         self.identities.refresh()
         if self.identities.failure is not None:
             await _tokens_file_unusable()(scope, receive, send)
+            return
+        if self.dashboard is not None and self.dashboard.handles(scope.get("path", "")):
+            await self.dashboard({**scope, "headers": headers}, receive, send)
             return
         identity = None
         if self.identities.requires_token():
@@ -278,7 +284,10 @@ def http_app(
         ),
         sessions,
     )
-    return IdentityAuth(app, identities)
+    from blockrun_mcp.dashboard.team import team_dashboard
+
+    dashboard = team_dashboard(service, identities, transport_security(host, port))
+    return IdentityAuth(app, identities, dashboard)
 
 
 def transport_security(host: str, port: int | None) -> Any:

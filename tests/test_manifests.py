@@ -30,7 +30,7 @@ HOST_CONFIGS = {
     "vscode.mcp.json": "servers",
     "codex.config.toml": "mcp_servers",
 }
-EVERY_MANIFEST = [*HOST_CONFIGS, "claude-code.sh", "server.json"]
+EVERY_MANIFEST = [*HOST_CONFIGS, "claude-code.sh", "server.json", "mcpb/manifest.json"]
 
 
 def _parse(name: str) -> dict[str, Any]:
@@ -49,8 +49,13 @@ def _check_env(env: dict[str, str], where: str) -> None:
 
 
 def test_every_file_in_manifests_is_known_and_documented():
-    # team/ is the team server's walkthrough (tests/test_team_walkthrough.py checks it).
-    on_disk = {p.name for p in MANIFESTS.iterdir() if p.name not in ("README.md", "team")}
+    # team/ is the team server's walkthrough (tests/test_team_walkthrough.py checks it); mcpb/
+    # is the Claude Desktop bundle's manifest (tests/test_release.py checks it).
+    on_disk = {
+        p.relative_to(MANIFESTS).as_posix()
+        for p in MANIFESTS.rglob("*")
+        if p.is_file() and p.parts[len(MANIFESTS.parts)] != "team" and p.name != "README.md"
+    }
     assert on_disk == set(EVERY_MANIFEST)
     guide = (MANIFESTS / "README.md").read_text(encoding="utf-8")
     for name in EVERY_MANIFEST:
@@ -73,12 +78,46 @@ def test_host_config_runs_uvx_blockrun_mcp_with_real_variables(name):
         assert server["type"] == "stdio"
 
 
-def test_codex_config_gives_uvx_and_videos_time():
+def test_codex_config_gives_uvx_and_videos_time_and_waits_for_the_tools():
     server = _parse("codex.config.toml")["mcp_servers"]["blockrun"]
     assert server["startup_timeout_sec"] >= 30
     assert server["tool_timeout_sec"] >= 180  # generate_video waits up to 120 s
+    # Codex's first model request does not wait for an optional server's tools (4 of 4
+    # headless runs had none): required makes it wait, or fail loudly.
+    assert server["required"] is True
+    # Approval is the person's choice: the shipped config approves nothing by itself.
+    assert "tools" not in server and "default_tools_approval_mode" not in server
     first_line = (MANIFESTS / "codex.config.toml").read_text(encoding="utf-8").splitlines()[0]
     assert first_line.startswith("#") and "~/.codex/config.toml" in first_line
+
+
+def _codex_exec_recipe() -> dict[str, Any]:
+    """The config with its commented `codex exec` lines switched on, as the comment says."""
+    text = (MANIFESTS / "codex.config.toml").read_text(encoding="utf-8")
+    recipe = re.findall(
+        r"^# (\[mcp_servers\.blockrun\.tools\..+\]|approval_mode = .+)$", text, re.M
+    )
+    assert recipe, "codex.config.toml no longer says how to allow tools for `codex exec`"
+    return tomllib.loads(text + "\n".join(recipe) + "\n")["mcp_servers"]["blockrun"]
+
+
+@pytest.mark.anyio
+async def test_codex_exec_recipe_approves_exactly_the_tools_codex_would_ask_about(tmp_path):
+    """Codex asks before a tool not marked read-only, and `codex exec` cannot ask: the recipe
+    must name each such tool (and no read-only one, which needs no approval)."""
+    from blockrun_mcp.server import build_server
+    from tests.support.server import make_service
+
+    service, _ = make_service(tmp_path, None)
+    try:
+        tools = await build_server(service).list_tools()
+    finally:
+        await service.aclose()
+    asks = {t.name for t in tools if not (t.annotations and t.annotations.read_only_hint)}
+    server = _codex_exec_recipe()
+    assert server["tools"] == {name: {"approval_mode": "approve"} for name in asks}
+    assert {"ask_model", "ask_models", "delegate", "generate_image", "generate_video"} <= asks
+    assert server["required"] is True  # the rest of the file is unchanged
 
 
 def _claude_mcp_add() -> list[str]:
@@ -114,7 +153,8 @@ def test_registry_server_json_describes_the_pypi_package():
     assert len(server["description"]) <= 100
     # PyPI ownership is proven by this line in the package's README (its long description).
     assert f"mcp-name: {server['name']}" in README
-    assert server["version"] == PYPROJECT["project"]["version"] == blockrun_mcp.__version__
+    # One version (tests/test_release.py: pyproject reads it from blockrun_mcp/__init__.py).
+    assert server["version"] == blockrun_mcp.__version__
     (package,) = server["packages"]
     assert package["registryType"] == "pypi"
     assert package["identifier"] == PYPROJECT["project"]["name"]

@@ -109,6 +109,17 @@ def test_metadata_is_complete(metadata):
     assert "claude mcp add blockrun -- uvx blockrun-mcp" in metadata.get_payload()
 
 
+def test_pypi_description_carries_the_registry_ownership_marker(metadata):
+    """The MCP registry accepts manifests/server.json's PyPI package as ours only if the
+    package's description (the README) says `mcp-name: <its name>`, the name matched in full (a
+    longer name with ours as its prefix does not count)."""
+    import json
+
+    name = json.loads((REPO / "manifests" / "server.json").read_text(encoding="utf-8"))["name"]
+    marker = re.compile(rf"mcp-name: {re.escape(name)}(?![A-Za-z0-9._/-])")
+    assert marker.search(metadata.get_payload())
+
+
 def test_wheel_holds_the_package_and_nothing_else(wheel):
     names = wheel.namelist()
     for required in (
