@@ -154,8 +154,9 @@ def test_the_proxy_configs_send_mcp_to_the_walkthroughs_instances():
 
     caddy = (TEAM / "Caddyfile").read_text(encoding="utf-8")
     assert re.search(
-        r"handle /mcp \{\s*reverse_proxy 127\.0\.0\.1:8411 127\.0\.0\.1:8412 \{", caddy
+        r"handle @blockrun \{\s*reverse_proxy 127\.0\.0\.1:8411 127\.0\.0\.1:8412 \{", caddy
     )
+    assert "@blockrun path /mcp /dashboard /dashboard/*" in caddy
     assert "header_up Host {upstream_hostport}" in caddy
     assert "header_up -X-Blockrun-Identity" in caddy
     assert caddy.count("{") == caddy.count("}")
@@ -165,7 +166,7 @@ def test_the_proxy_configs_send_mcp_to_the_walkthroughs_instances():
     assert code.count("{") == code.count("}")
     for port in INSTANCE_PORTS:
         assert re.search(rf"\b127\.0\.0\.1:{port};", code)
-    assert "location = /mcp {" in code
+    assert "location = /mcp {" in code and "location /dashboard {" in code
     assert "proxy_pass http://$blockrun_instance;" in code
     # proxy_pass's own Host ($proxy_host: the instance's address) must not be overridden.
     assert not re.search(r"proxy_set_header\s+Host\b", code, re.I)
