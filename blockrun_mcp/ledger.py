@@ -197,7 +197,12 @@ class Result:
 
 
 class Tx(Protocol):
-    """One transaction: statements with `?` placeholders (the store translates them)."""
+    """One transaction: statements with `?` placeholders (the store translates them).
+
+    A store may send a statement only when its result (or a later one's) is read, or at the
+    commit (PostgreSQL batches them so: fewer round trips). So a caller reads what it needs
+    before acting on it, and a failure can surface at a later read or at the commit: always
+    inside the transaction, which is then rolled back whole."""
 
     def execute(self, sql: str, args: Sequence[object] = ()) -> Result: ...
 

@@ -343,6 +343,41 @@ def test_one_persons_reservation_does_not_queue_behind_anothers(
         ledger_databases.give_back(url)
 
 
+def test_a_reservation_takes_its_rows_in_the_one_order(
+    ledger_databases: LedgerDatabases, within_one_utc_day
+):
+    """Every transaction takes the totals rows in total_keys' order (a person's, the day's, the
+    session's), so none waits on another in a cycle. Another transaction holds the day's row: a
+    reservation that locks all three holds the person's row by then, and not yet the session's.
+    (Taken in any other order, it would hold the session's while it waits.)"""
+    url = ledger_databases.take()
+    ledger = Ledger(PostgresBackend(url, lock_timeout_seconds=30.0))
+    try:
+        keys = total_keys("team", utc_day(), "alice")
+        reserve(ledger, 10, "team", identity="alice")  # the rows exist
+        with psycopg.connect(url) as holder:
+            holder.execute("SELECT 1 FROM totals WHERE scope = 'day' FOR UPDATE")
+            waiting = threading.Thread(
+                target=reserve, args=(ledger, 20, "team"), kwargs={"identity": "alice"}
+            )
+            waiting.start()
+            deadline = time.monotonic() + 20
+            with psycopg.connect(url, autocommit=True) as watcher:
+                while not watcher.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock'"
+                ).fetchall():
+                    assert time.monotonic() < deadline, "the reservation never waited"
+                    time.sleep(0.02)
+            assert locked_scopes(url, keys) == {"identity-day", "day"}
+            holder.rollback()
+        waiting.join(20)
+        assert ledger.identity_spent_atomic("alice") == ledger.session_spent_atomic("team") == 30
+    finally:
+        ledger.close()
+        ledger_databases.give_back(url)
+
+
 # --- (c) eight threads on one Ledger ---------------------------------------------------------
 
 

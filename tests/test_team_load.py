@@ -382,14 +382,20 @@ async def test_postgres_restarted_mid_load_fails_closed_and_the_same_instances_r
                 # (All three reservations, and at least one booking: on a busy machine the
                 # last bookings may still be at the gateway.)
                 await wait_until(lambda: waiting_on_locks(fresh_database) >= 4, timeout=30)
-                # PostgreSQL restarts: every open connection is cut, those two waits with them.
-                # (Their backends go first: a restart ends backends in no set order, and the
-                # holder's going first would let a wait finish before its own end came.)
-                rows(
-                    fresh_database,
+                # Their connections are cut. A transaction cut before anything of it was
+                # answered (so before anything of it could commit) is sent again, once, on
+                # another connection: the three reservations and the bookings wait again...
+                cut_the_waits = (
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
                 )
+                rows(fresh_database, cut_the_waits)
+                await wait_until(lambda: waiting_on_locks(fresh_database) >= 4, timeout=30)
+                # ...and PostgreSQL restarts: every open connection is cut, those waits sent
+                # again with them, and those are not sent a third time. (Their backends go
+                # first: a restart ends backends in no set order, and the holder's going first
+                # would let a wait finish before its own end came.)
+                rows(fresh_database, cut_the_waits)
                 restarted = anyio.Event()
 
                 async def restart() -> None:
