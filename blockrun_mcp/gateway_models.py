@@ -258,21 +258,40 @@ class ResponsesRequest(BaseModel):
     effort: str
 
     def wire(self, *, stream: bool) -> dict[str, Any]:
-        system = "\n\n".join(m.content for m in self.messages if m.role == "system")
-        body: dict[str, Any] = {
-            "model": self.model,
-            "input": [
-                {"role": m.role, "content": m.content} for m in self.messages if m.role != "system"
-            ],
-            "max_output_tokens": self.max_output_tokens,
-            "reasoning": {"effort": self.effort},
-            "store": False,  # the gateway keeps no state: every turn is resent
-        }
-        if system:
-            body["instructions"] = system
-        if stream:
-            body["stream"] = True
-        return body
+        return responses_body(
+            self.model,
+            [{"role": m.role, "content": m.content} for m in self.messages if m.role != "system"],
+            "\n\n".join(m.content for m in self.messages if m.role == "system"),
+            self.max_output_tokens,
+            self.effort,
+            stream=stream,
+        )
+
+
+def responses_body(
+    model: str,
+    items: list[dict[str, Any]],
+    system: str,
+    max_output_tokens: int,
+    effort: str,
+    *,
+    stream: bool,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A /v1/responses body: the system prompt as `instructions`, nothing stored upstream."""
+    body: dict[str, Any] = {
+        "model": model,
+        "input": items,
+        **extra,
+        "max_output_tokens": max_output_tokens,
+        "reasoning": {"effort": effort},
+        "store": False,  # the gateway keeps no state: every turn is resent
+    }
+    if system:
+        body["instructions"] = system
+    if stream:
+        body["stream"] = True
+    return body
 
 
 class ResponsesToolRequest(BaseModel):
@@ -313,20 +332,16 @@ class ResponsesToolRequest(BaseModel):
                             "arguments": call["function"]["arguments"],
                         }
                     )
-        body: dict[str, Any] = {
-            "model": self.model,
-            "input": items,
-            "tools": [{"type": "function", **tool["function"]} for tool in self.tools],
-            "tool_choice": "auto",
-            "max_output_tokens": self.max_output_tokens,
-            "reasoning": {"effort": self.effort},
-            "store": False,  # the gateway keeps no state: every turn is resent
-        }
-        if system:
-            body["instructions"] = system
-        if stream:
-            body["stream"] = True
-        return body
+        return responses_body(
+            self.model,
+            items,
+            system,
+            self.max_output_tokens,
+            self.effort,
+            stream=stream,
+            tools=[{"type": "function", **tool["function"]} for tool in self.tools],
+            tool_choice="auto",
+        )
 
 
 class ImageRequest(BaseModel):
