@@ -71,6 +71,7 @@ def _extension(head: bytes, content_type: str | None, default: str) -> str:
 class MediaStore:
     def __init__(self, output_dir: Path, gateway_url: str) -> None:
         self.output_dir = output_dir
+        self._gateway_url = gateway_url
         self._gateway_origin = _origin(gateway_url)
 
     def for_identity(self, identity: str) -> MediaStore:
@@ -82,10 +83,7 @@ class MediaStore:
             return self
         if Path(identity).name != identity or identity in (".", ".."):
             raise MediaError(f"Refused an identity name that is not a plain name: {identity!r}.")
-        store = MediaStore.__new__(MediaStore)
-        store.output_dir = self.output_dir / identity
-        store._gateway_origin = self._gateway_origin
-        return store
+        return MediaStore(self.output_dir / identity, self._gateway_url)
 
     def _ensure_dir(self) -> Path:
         try:

@@ -368,3 +368,12 @@ async def test_over_http_the_model_reads_only_the_operators_workspace(sandbox, t
     assert result["workspace"] == [str(root.resolve())]
     assert "src/config.py" in result["files_read"]
     assert_every_payment_valid(sandbox.state)
+
+
+async def test_a_ceiling_of_zero_pays_nothing(sandbox, tmp_path):
+    root = project(tmp_path)
+    async with open_server(tmp_path, sandbox, roots=[root]) as harness:
+        refused = await harness.fail(
+            "delegate", {"task": "find it", "model": CHEAP_MODEL, "max_cost_usd": 0}
+        )
+    assert "max_cost_usd" in refused and paid_chats(sandbox) == 0

@@ -6,7 +6,7 @@ import math
 import re
 
 from blockrun_mcp import pricing
-from blockrun_mcp.gateway_models import CatalogEntry
+from blockrun_mcp.gateway_models import EFFORTS, CatalogEntry
 from blockrun_mcp.service.failures import ToolFailure
 
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -66,6 +66,19 @@ def max_tokens_for(max_tokens: int | None, entry: CatalogEntry) -> int:
             f"max_tokens {max_tokens} is above {entry.id}'s maximum output of {entry.max_output}."
         )
     return max_tokens
+
+
+def effort(value: str | None) -> str | None:
+    if value is not None and value not in EFFORTS:
+        raise ToolFailure(f"effort must be one of {', '.join(EFFORTS)}, got {value!r}.")
+    return value
+
+
+def max_cost_usd(value: float | None) -> float | None:
+    """A ceiling on a whole call that makes several payments (ask_models, delegate)."""
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise ToolFailure("max_cost_usd must be a number of dollars, 0 or more.")
+    return value
 
 
 def temperature(value: float | None) -> float | None:

@@ -12,7 +12,6 @@ from blockrun_mcp import pricing
 from blockrun_mcp.budget import UNKNOWN_REMAINING
 from blockrun_mcp.catalog import kind_of
 from blockrun_mcp.gateway_models import (
-    EFFORTS,
     CatalogEntry,
     ChatAnswer,
     ChatMessage,
@@ -95,8 +94,7 @@ class Chat:
             arguments.require_text(prompt, "prompt")
             arguments.optional_text(system, "system")
             arguments.temperature(temperature)
-            if effort is not None and effort not in EFFORTS:
-                raise ToolFailure(f"effort must be one of {', '.join(EFFORTS)}, got {effort!r}.")
+            arguments.effort(effort)
             threads = await service.thread_store()
             if thread_id is not None:  # before anything else: unknown costs nothing
                 await off_loop(threads.check, thread_id, caller.owner)

@@ -8,7 +8,6 @@ synthesis written without model names so that it weighs the answers, not their a
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -19,7 +18,7 @@ import anyio
 from blockrun_mcp import pricing
 from blockrun_mcp.asking import InputRequired
 from blockrun_mcp.budget import UNKNOWN_REMAINING
-from blockrun_mcp.gateway_models import EFFORTS, CatalogEntry
+from blockrun_mcp.gateway_models import CatalogEntry
 from blockrun_mcp.money import atomic_to_usd, usd_to_atomic
 from blockrun_mcp.payments import Consult, ConsultRefused, FollowUpApproval, PaidCall
 from blockrun_mcp.results import ConsultAnswer, ConsultResult, Synthesis
@@ -74,10 +73,8 @@ class Consulting:
             arguments.require_text(prompt, "prompt")
             arguments.optional_text(system, "system")
             wanted = _models(models)
-            if effort is not None and effort not in EFFORTS:
-                raise ToolFailure(f"effort must be one of {', '.join(EFFORTS)}, got {effort!r}.")
-            if max_cost_usd is not None and not (math.isfinite(max_cost_usd) and max_cost_usd >= 0):
-                raise ToolFailure("max_cost_usd must be a number of dollars, 0 or more.")
+            arguments.effort(effort)
+            arguments.max_cost_usd(max_cost_usd)
             entries = [await service.model(model, "chat") for model in wanted]
             if effort is not None:
                 for entry in entries:

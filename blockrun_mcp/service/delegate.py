@@ -14,14 +14,12 @@ the first step, for the whole ceiling: nothing past it is ever signed, so nothin
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from blockrun_mcp import pricing
 from blockrun_mcp.budget import UNKNOWN_REMAINING
 from blockrun_mcp.gateway_models import (
-    EFFORTS,
     CatalogEntry,
     ChatAnswer,
     ResponsesToolRequest,
@@ -40,9 +38,10 @@ from blockrun_mcp.service.chat import (
     no_effort,
     record_turn,
     takes_effort,
+    with_files,
 )
 from blockrun_mcp.service.failures import Failures, ToolFailure
-from blockrun_mcp.workspace import Selection, fenced
+from blockrun_mcp.workspace import Selection
 from blockrun_mcp.workspace_tools import (
     MAX_RESULT_BYTES,
     MIN_RESULT_BYTES,
@@ -124,24 +123,21 @@ class Delegation:
         async with Failures(budget) as failures:
             arguments.require_text(task, "task")
             steps = _steps(max_steps)
-            ceiling_usd = budget.per_call_usd if max_cost_usd is None else max_cost_usd
-            if not (math.isfinite(ceiling_usd) and ceiling_usd >= 0):
-                raise ToolFailure("max_cost_usd must be a number of dollars, 0 or more.")
-            ceiling = usd_to_atomic(ceiling_usd)
-            if effort is not None and effort not in EFFORTS:
-                raise ToolFailure(f"effort must be one of {', '.join(EFFORTS)}, got {effort!r}.")
+            arguments.max_cost_usd(max_cost_usd)  # (0 is a ceiling too: nothing paid)
+            ceiling = usd_to_atomic(budget.per_call_usd if max_cost_usd is None else max_cost_usd)
+            arguments.effort(effort)
             entry = await service.model(model, "chat")
             if effort is not None and not takes_effort(entry):
                 raise ToolFailure(await no_effort(service, entry))
             roots = service.workspace_roots(caller)
-            workspace = await off_loop(service.workspace, roots)
-            selection = await service.select_files(caller, files) if files else Selection()
+            workspace = await off_loop(service.workspace, roots)  # the tools' and the files'
+            selection = await off_loop(workspace.select, files) if files else Selection()
             tokens = min(STEP_MAX_TOKENS, entry.max_output or STEP_MAX_TOKENS)
             context = conversation([], None, selection.files, task)
             await check_fits(service, entry, context, tokens)
             messages: list[dict[str, Any]] = [
                 {"role": "system", "content": INSTRUCTIONS.format(steps=steps)},
-                {"role": "user", "content": _opening(selection, task)},
+                {"role": "user", "content": with_files(selection.files, task)},
             ]
             progress = Progress()
             progress.read([file.path for file in selection.files])
@@ -307,11 +303,6 @@ def _steps(max_steps: int | None) -> int:
     if isinstance(max_steps, bool) or not 1 <= max_steps <= MAX_STEPS:
         raise ToolFailure(f"max_steps must be a whole number from 1 to {MAX_STEPS}.")
     return max_steps
-
-
-def _opening(selection: Selection, task: str) -> str:
-    """The task, after the files the agent gave as a start (each fenced and labelled)."""
-    return f"{fenced(selection.files)}\n\n{task}" if selection.files else task
 
 
 def _room(entry: CatalogEntry, tokens: int) -> int:
